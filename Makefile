@@ -1,0 +1,60 @@
+# withcache: the operator's entry points. Variables: DATA, MANIFESTS, LISTEN, PYTHON.
+PYTHON ?= python3
+DATA ?= data
+MANIFESTS ?= manifests
+LISTEN ?= 8080
+PREFIX ?= /usr/local
+WITHCACHE = $(PYTHON) -m withcache
+
+.PHONY: help setup test test-long lint format check sync serve demo bench bench-quick install-shims clean
+
+help:
+	@echo "make demo         offline demo: origin + sync + nginx + a hit and a miss"
+	@echo "make test         the test suite (real nginx, origin, shims)"
+	@echo "make test-long    the same with the long fault campaigns"
+	@echo "make check        validate manifests ($(MANIFESTS))"
+	@echo "make sync         fetch every manifest entry into $(DATA)"
+	@echo "make serve        serve $(DATA)/www with nginx on $(LISTEN)"
+	@echo "make bench        benchmarks (bench/README.md); bench-quick for a short run"
+	@echo "make lint         ruff"
+
+setup:
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+test:
+	$(PYTHON) -m pytest -q tests
+
+test-long:
+	WITHCACHE_LONG=1 $(PYTHON) -m pytest -q tests
+
+lint:
+	ruff check .
+	ruff format --check .
+
+format:
+	ruff check --fix .
+	ruff format .
+
+check:
+	$(WITHCACHE) check $(MANIFESTS)
+
+sync:
+	$(WITHCACHE) sync --data $(DATA) -m $(MANIFESTS)
+
+serve:
+	$(WITHCACHE) serve --data $(DATA) --listen $(LISTEN)
+
+demo:
+	$(PYTHON) -m withcache.demo
+
+bench:
+	$(PYTHON) bench/run_all.py
+
+bench-quick:
+	$(PYTHON) bench/run_all.py --quick
+
+install-shims:
+	$(WITHCACHE) install-shims $(PREFIX)/bin
+
+clean:
+	rm -rf .pytest_cache build dist *.egg-info

@@ -1,0 +1,195 @@
+"""Real parts for tests: a loopback origin, nginx started by `withcache serve`,
+and a guard that no test leaks threads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.origin import Origin
+from withcache import keys, store, tree
+from withcache.settings import Layout
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = Path(__file__).resolve().parent / "key-vectors.tsv"
+LONG = os.environ.get("WITHCACHE_LONG") == "1"
+
+
+def withcache_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "withcache", *args]
+
+
+def run_withcache(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess (what an operator runs)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.update(kw.pop("env", {}))  # type: ignore[arg-type]
+    return subprocess.run(
+        withcache_cmd(*args),
+        capture_output=True,
+        text=True,
+        cwd=kw.pop("cwd", ROOT),
+        env=env,
+        timeout=kw.pop("timeout", 300),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def key_vectors() -> list[tuple[bool, str, str]]:
+    rows = []
+    for line in VECTORS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        kq, url, path = line.split("\t")
+        rows.append((kq == "1", url, path))
+    return rows
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _world_traversable_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """nginx's workers run as www-data when tests run as root: let them reach tmp dirs."""
+    base = tmp_path_factory.getbasetemp()
+    for d in (base, *base.parents):
+        if d == Path("/"):
+            break
+        if d.stat().st_uid == os.geteuid():
+            d.chmod(d.stat().st_mode | 0o755)
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_leaks() -> Iterator[None]:
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leaked = [
+            t
+            for t in threading.enumerate()
+            if t.ident not in before and t.is_alive() and not t.daemon
+        ]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"threads leaked: {leaked}")
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    o = Origin()
+    yield o
+    o.close()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Layout:
+    return Layout(tmp_path / "data").ensure()
+
+
+def plant(layout: Layout, url: str, body: bytes, keep_query: bool = False) -> str:
+    """Put an artifact in the tree exactly as sync does (record, then atomic rename)."""
+    key = keys.normalize(url, keep_query)
+    layout.ensure()
+    part = layout.partial / (hashlib.sha256(key.encode()).hexdigest() + ".plant")
+    part.write_bytes(body)
+    conn = store.connect(layout.db)
+    try:
+        store.put_artifact(
+            conn,
+            store.Artifact(
+                key, url, keys.name(key), len(body), hashlib.sha256(body).hexdigest(), time.time()
+            ),
+        )
+    finally:
+        conn.close()
+    tree.place(layout, part, key)
+    return key
+
+
+@dataclass
+class Cache:
+    """nginx serving a data dir, started with the real `withcache serve`."""
+
+    url: str
+    data: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.data)
+
+    @property
+    def access_log(self) -> Path:
+        return self.layout.access_log
+
+    def plant(self, origin_url: str, body: bytes, keep_query: bool = False) -> str:
+        """Place an artifact; return its cache URL."""
+        key = plant(self.layout, origin_url, body, keep_query)
+        return self.url + keys.cache_path(key)
+
+    def log_lines(self) -> list[str]:
+        return self.access_log.read_text().splitlines()
+
+
+def start_nginx(data: Path, port: int | None = None) -> Cache:
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        pytest.skip("nginx is not installed (apt-get install nginx)")
+    port = port or free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        withcache_cmd("serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"withcache serve exited {proc.returncode}: {out}")
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return Cache(url, data, proc)
+        except requests.RequestException:
+            time.sleep(0.05)
+    stop_nginx(proc)
+    raise RuntimeError("nginx did not answer /healthz within 15 s")
+
+
+def stop_nginx(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
+
+
+@pytest.fixture
+def cache(data: Layout) -> Iterator[Cache]:
+    c = start_nginx(data.root)
+    yield c
+    stop_nginx(c.proc)

@@ -1,0 +1,3 @@
+from withcache.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,63 @@
+"""Options every command shares, and the help formatting that keeps examples intact."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from withcache.settings import Layout, default_data_dir
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the docstring's layout (examples) and show defaults."""
+
+
+def add_common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--data/-v/-q/--traceback, at the top level and after the command name alike."""
+    default: Any = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=default,
+        metavar="DIR",
+        help="data dir (default: $WITHCACHE_DATA or ./data)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", default=default or False)
+    parser.add_argument("-q", "--quiet", action="store_true", default=default or False)
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        default=default or False,
+        help="show a traceback on errors",
+    )
+
+
+def common_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    add_common(parent, top=False)
+    return parent
+
+
+def command(
+    sub: Subparsers,
+    parent: argparse.ArgumentParser,
+    name: str,
+    func: Callable[[argparse.Namespace], int | None],
+) -> argparse.ArgumentParser:
+    """A subcommand whose help is the function's docstring (first line as summary)."""
+    doc = inspect.cleandoc(func.__doc__ or "")
+    summary = doc.splitlines()[0] if doc else ""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=doc, formatter_class=HelpFormatter, parents=[parent]
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def layout(args: argparse.Namespace) -> Layout:
+    return Layout(args.data or default_data_dir())

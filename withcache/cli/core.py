@@ -1,0 +1,198 @@
+"""check, sync, index, key: the manifest-to-tree commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from withcache import fetch, index, keys, manifest, sync
+from withcache.cli.common import Subparsers, command, layout
+from withcache.errors import UsageError
+from withcache.progress import for_stream
+
+DEFAULT_MANIFESTS = Path("manifests")
+
+
+def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
+    p = command(sub, parent, "check", cmd_check)
+    p.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="manifest files or directories (default: manifests/)",
+    )
+
+    p = command(sub, parent, "sync", cmd_sync)
+    p.add_argument(
+        "-m",
+        "--manifests",
+        dest="paths",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="manifest file or directory (repeatable; default: manifests/)",
+    )
+    p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be fetched and pruned, with sizes; change nothing",
+    )
+    p.add_argument(
+        "--prune", action="store_true", help="remove artifacts whose URLs left the manifests"
+    )
+    p.add_argument(
+        "--refresh",
+        action="store_true",
+        help="revalidate unpinned artifacts with the origin; re-fetch what changed",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for another sync on the same data dir instead of failing",
+    )
+    p.add_argument("--no-index", action="store_true", help="do not re-render the index")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds without data before a download is retried (default 60)",
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="retries per file on connection errors and 5xx (default 3)",
+    )
+
+    p = command(sub, parent, "index", cmd_index)
+    p.add_argument(
+        "--no-timestamp",
+        action="store_true",
+        help="leave the generation time out (reproducible output)",
+    )
+
+    p = command(sub, parent, "key", cmd_key)
+    p.add_argument("urls", nargs="+", metavar="URL")
+    p.add_argument("--keep-query", action="store_true", help="keep the query in the key")
+    p.add_argument("--json", action="store_true", help="one JSON object per URL")
+
+
+def _paths(args: argparse.Namespace) -> list[Path]:
+    return list(args.paths or [DEFAULT_MANIFESTS])
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate manifests: every problem as file:line, exit 2 if any.
+
+    Checks YAML syntax, unknown fields, URLs (http(s) only, no credentials),
+    sha256 pins, duplicate keys across files and keys that collide once the
+    query is dropped. Makes no network request: safe as a pull-request gate.
+
+    example:
+      withcache check                    # everything under manifests/
+      withcache check manifests/cuda.yaml -v
+    """
+    m = manifest.load(_paths(args))
+    if args.verbose:
+        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts: ok")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Fetch every manifest entry into the tree, verified and atomic, then re-index.
+
+    Entries already present and verified cost no network. Downloads resume
+    after a crash or a dropped connection. Exit 1 if any download failed (after
+    all the others finished).
+
+    example:
+      withcache sync --data /srv/withcache -j 8
+      withcache sync --dry-run           # what a reviewer wants to see
+    """
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    lay = layout(args)
+    m = manifest.load(_paths(args), env=os.environ)
+    wanted = sync.wanted_from_manifest(m)
+    wanted.extend(_python_wanted(m, lay, args))
+    opts = sync.Options(
+        jobs=args.jobs,
+        refresh=args.refresh,
+        prune=args.prune,
+        wait=args.wait,
+        policy=fetch.Policy(read_timeout=args.timeout, attempts=args.retries + 1),
+    )
+    if args.dry_run:
+        the_plan = sync.make_plan(lay, wanted, opts)
+        sizes = sync.head_sizes([f.wanted for f in the_plan.fetch])
+        print("\n".join(sync.describe_plan(the_plan, sizes)))
+        return 0
+    progress = for_stream(sys.stderr, quiet=args.quiet)
+    summary = sync.run(lay, wanted, opts, progress)
+    _python_render(m, lay, args)
+    if not args.no_index:
+        index.render(lay)
+    if not args.quiet or summary.failed:
+        print(f"sync: {summary.line()}", file=sys.stderr)
+    for w, error in summary.failed:
+        print(f"withcache: error: fetch {w.url} ({w.where}): {error}", file=sys.stderr)
+    if summary.failed:
+        total = len(summary.failed) + summary.fetched + summary.present + summary.unchanged
+        print(
+            f"withcache: error: {len(summary.failed)} of {total} downloads failed", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def _python_wanted(m: manifest.Manifest, lay: object, args: argparse.Namespace) -> list:
+    """Package files the python: section resolves to (none until that section exists)."""
+    return []
+
+
+def _python_render(m: manifest.Manifest, lay: object, args: argparse.Namespace) -> None:
+    return None
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    """Re-render www/index.html and www/catalog.json from the state DB.
+
+    sync does this at its end; run it alone after editing templates.
+
+    example:
+      withcache index --data /srv/withcache
+    """
+    n = index.render(layout(args), timestamp=not args.no_timestamp)
+    if args.verbose:
+        print(f"indexed {n} artifacts")
+    return 0
+
+
+def cmd_key(args: argparse.Namespace) -> int:
+    """Print the key and the cache path of origin URLs.
+
+    example:
+      withcache key https://vendor.example/cuda_12.6.run
+      curl -I "http://cache-host$(withcache key -q https://vendor.example/cuda_12.6.run)"
+    """
+    status = 0
+    for url in args.urls:
+        try:
+            key = keys.normalize(url, args.keep_query)
+        except keys.NotCacheable as exc:
+            print(f"withcache: error: {url}: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        path = keys.cache_path(key)
+        if args.json:
+            print(json.dumps({"url": url, "key": key, "token": keys.token(key), "path": path}))
+        elif args.quiet:
+            print(path)
+        else:
+            print(f"{path}\n  key: {key}")
+    return status

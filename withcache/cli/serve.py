@@ -1,0 +1,111 @@
+"""serve, nginx-config: the read path."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from withcache import nginx
+from withcache.cli.common import Subparsers, command, layout
+from withcache.errors import NginxError
+
+
+def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
+    p = command(sub, parent, "serve", cmd_serve)
+    _listen_options(p)
+    p.add_argument(
+        "--user",
+        help="user for nginx's workers when started as root (default: www-data, else nobody)",
+    )
+    p.add_argument(
+        "--check-only", action="store_true", help="render and `nginx -t` the config, then exit"
+    )
+
+    p = command(sub, parent, "nginx-config", cmd_nginx_config)
+    _listen_options(p)
+    p.add_argument(
+        "--standalone", action="store_true", help="print the whole standalone nginx.conf instead"
+    )
+
+
+def _listen_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to listen on, repeatable (default: 8080 on every interface)",
+    )
+
+
+def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Settings:
+    extra = _extra_locations()
+    return nginx.Settings(
+        layout=layout(args),
+        listen=tuple(args.listen or ["8080"]),
+        user=user,
+        error_log="stderr",
+        extra_locations=extra,
+    )
+
+
+def _extra_locations() -> tuple[str, ...]:
+    """Locations contributed by other front doors (the Python index)."""
+    try:
+        from withcache import pyindex
+    except ImportError:
+        return ()
+    return tuple(pyindex.nginx_locations())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve DATA/www/ with nginx in the foreground (Ctrl-C or SIGTERM stops it).
+
+    Renders DATA/run/nginx.conf, checks it with `nginx -t`, then becomes nginx.
+    Started as root, nginx's workers run as --user after checking that this user
+    can read www/. The access log goes to DATA/log/access.log for `withcache watch`.
+
+    example:
+      withcache serve --data /srv/withcache --listen 0.0.0.0:8080
+    """
+    user = None
+    lay = layout(args).ensure()
+    if os.geteuid() == 0:
+        user = args.user or nginx.default_user()
+        blocked = nginx.unreadable_dir(lay.www, user)
+        if blocked is not None:
+            raise NginxError(
+                f"nginx's workers run as {user}, who cannot read {blocked}; "
+                f"hint: chmod o+rx {blocked} (or pass --user)"
+            )
+    s = settings(args, user)
+    conf = nginx.write_config(s)
+    nginx.check(conf)
+    if args.check_only:
+        print(f"{conf}: ok")
+        return 0
+    listen = ", ".join(s.listen)
+    log = lay.access_log.resolve()
+    print(
+        f"withcache: serving {lay.www.resolve()} on {listen}; access log {log}",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    nginx.exec_foreground(conf)
+    return 0  # not reached
+
+
+def cmd_nginx_config(args: argparse.Namespace) -> int:
+    """Print a server block to include in a system nginx (/etc/nginx/conf.d/).
+
+    It names the access log the watcher must follow. Check the result with
+    `nginx -t` before reloading.
+
+    example:
+      withcache nginx-config --data /srv/withcache --listen 80 \\
+          > /etc/nginx/conf.d/withcache.conf && nginx -t && systemctl reload nginx
+    """
+    s = settings(args)
+    text = nginx.render_standalone(s) if args.standalone else nginx.render_server_block(s)
+    sys.stdout.write(text)
+    return 0

@@ -1,0 +1,330 @@
+"""Download one origin URL into state/partial/: resumable, hash-verified, retried.
+
+The body is read straight into reusable 1 MiB buffers and written; sha256 runs
+in a second thread over the same buffers (hashlib releases the GIL), so hashing
+overlaps the network and the disk instead of adding to them. A partial file and
+a small JSON sidecar (url, validators) survive a crash or a dropped connection;
+the next attempt sends `Range` with `If-Range`, so it continues only when the
+origin still has the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import requests
+
+from withcache import __version__
+
+CHUNK = 1 << 20
+BUFFERS = 4
+USER_AGENT = f"withcache-sync/{__version__}"
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to fetch and how to check it."""
+
+    url: str
+    key: str
+    headers: dict[str, str] = field(default_factory=dict)
+    sha256: str | None = None
+    etag: str | None = None  # for a conditional re-fetch (--refresh)
+    last_modified: str | None = None
+
+
+@dataclass
+class Result:
+    """A finished download: the partial file is complete and verified."""
+
+    path: Path | None  # None when the origin said 304 Not Modified
+    size: int
+    sha256: str
+    etag: str | None
+    last_modified: str | None
+    resumed_from: int = 0
+
+    @property
+    def mtime(self) -> float | None:
+        if not self.last_modified:
+            return None
+        try:
+            return parsedate_to_datetime(self.last_modified).timestamp()
+        except (TypeError, ValueError):
+            return None
+
+
+class FetchFailed(Exception):
+    """A download that failed; `retry` says whether trying again may help."""
+
+    def __init__(self, message: str, *, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Timeouts and retries; tests shrink them."""
+
+    connect_timeout: float = 15.0
+    read_timeout: float = 60.0
+    attempts: int = 4
+    backoff: float = 1.0
+
+
+def partial_paths(partial_dir: Path, key: str) -> tuple[Path, Path]:
+    stem = hashlib.sha256(key.encode()).hexdigest()[:40]
+    return partial_dir / f"{stem}.part", partial_dir / f"{stem}.json"
+
+
+def new_session() -> requests.Session:
+    s = requests.Session()
+    s.headers["User-Agent"] = USER_AGENT
+    s.headers["Accept-Encoding"] = "identity"  # the bytes, exactly as the origin has them
+    return s
+
+
+def fetch(
+    session: requests.Session,
+    req: Request,
+    partial_dir: Path,
+    policy: Policy = Policy(),
+    progress: Progress | None = None,
+    on_retry: Callable[[str], None] | None = None,
+    on_length: Callable[[int | None], None] | None = None,
+) -> Result:
+    """Fetch with retries and backoff on connection errors and 5xx; raise FetchFailed."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _fetch_once(session, req, partial_dir, policy, progress, on_length)
+        except FetchFailed as exc:
+            if not exc.retry or attempt >= policy.attempts:
+                raise
+            if on_retry:
+                on_retry(f"{exc}; retrying ({attempt}/{policy.attempts - 1})")
+            time.sleep(policy.backoff * (2 ** (attempt - 1)))
+
+
+def discard_partial(partial_dir: Path, key: str) -> None:
+    for p in partial_paths(partial_dir, key):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def _fetch_once(
+    session: requests.Session,
+    req: Request,
+    partial_dir: Path,
+    policy: Policy,
+    progress: Progress | None,
+    on_length: Callable[[int | None], None] | None = None,
+) -> Result:
+    part, meta_path = partial_paths(partial_dir, req.key)
+    meta = _read_meta(meta_path)
+    offset = 0
+    headers = dict(req.headers)
+    if meta.get("url") == req.url and part.exists():
+        validator = meta.get("etag") or meta.get("last_modified")
+        offset = part.stat().st_size
+        if offset and validator and not str(validator).startswith("W/"):
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = validator
+        else:
+            offset = 0
+    if not offset:
+        if req.etag:
+            headers["If-None-Match"] = req.etag
+        elif req.last_modified:
+            headers["If-Modified-Since"] = req.last_modified
+
+    try:
+        resp = session.get(
+            req.url,
+            headers=headers,
+            stream=True,
+            timeout=(policy.connect_timeout, policy.read_timeout),
+            allow_redirects=True,
+        )
+    except requests.RequestException as exc:
+        raise FetchFailed(f"cannot connect: {_reason(exc)}", retry=True) from exc
+
+    with resp:
+        if resp.status_code == 304:
+            return Result(None, 0, "", req.etag, req.last_modified)
+        if resp.status_code == 416 and offset:
+            discard_partial(partial_dir, req.key)  # our partial is not a prefix any more
+            raise FetchFailed("origin refused the resume range; starting over", retry=True)
+        if resp.status_code >= 400:
+            raise FetchFailed(
+                f"HTTP {resp.status_code} {resp.reason or ''}".strip(),
+                retry=resp.status_code >= 500 or resp.status_code in (408, 429),
+            )
+        if resp.status_code == 206 and offset:
+            _check_content_range(resp, offset)
+        elif resp.status_code != 200:
+            raise FetchFailed(f"unexpected HTTP {resp.status_code}")
+        else:
+            offset = 0  # the origin sent the whole file: start over
+        etag = resp.headers.get("ETag")
+        last_modified = resp.headers.get("Last-Modified")
+        _write_meta(meta_path, {"url": req.url, "etag": etag, "last_modified": last_modified})
+        expected = _expected_total(resp, offset)
+        if on_length:
+            on_length(expected)
+        digest, size = _stream_to(resp, part, offset, progress)
+
+    if expected is not None and size != expected:
+        raise FetchFailed(f"got {size} bytes, origin announced {expected}", retry=True)
+    if req.sha256 and digest != req.sha256:
+        discard_partial(partial_dir, req.key)
+        raise FetchFailed(f"sha256 mismatch: manifest pins {req.sha256}, origin sent {digest}")
+    return Result(part, size, digest, etag, last_modified, resumed_from=offset)
+
+
+def _stream_to(
+    resp: requests.Response, part: Path, offset: int, progress: Progress | None
+) -> tuple[str, int]:
+    """Append the body to `part` from `offset`; return (sha256 of the whole file, size)."""
+    hasher = _Hasher()
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
+    fd = os.open(part, flags, 0o644)
+    try:
+        if offset:
+            hasher.feed_file(part, offset)
+        size = offset
+        raw = resp.raw
+        while True:
+            buf = hasher.free_buffer()
+            try:
+                n = raw.readinto(buf)
+            except Exception as exc:  # urllib3/http.client raise many types here
+                hasher.give_back(buf)
+                os.fsync(fd)
+                raise FetchFailed(
+                    f"connection broken after {size} bytes: {_reason(exc)}", retry=True
+                ) from exc
+            if not n:
+                hasher.give_back(buf)
+                break
+            view = memoryview(buf)[:n]
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            hasher.feed(buf, n)
+            size += n
+            if progress:
+                progress(n)
+        os.fsync(fd)
+        return hasher.hexdigest(), size
+    finally:
+        os.close(fd)
+        hasher.close()
+
+
+class _Hasher:
+    """sha256 in a helper thread over a small pool of reusable buffers."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        for _ in range(BUFFERS):
+            self._free.put(bytearray(CHUNK))
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+        self._done = False
+
+    def _run(self) -> None:
+        while (item := self._full.get()) is not None:
+            buf, n = item
+            self._h.update(memoryview(buf)[:n])
+            self._free.put(buf)
+
+    def feed_file(self, path: Path, length: int) -> None:
+        """Hash the bytes a previous attempt already wrote (resume)."""
+        with path.open("rb") as f:
+            left = length
+            while left:
+                buf = self.free_buffer()
+                n = f.readinto(memoryview(buf)[: min(CHUNK, left)])
+                if not n:
+                    self.give_back(buf)
+                    raise FetchFailed("partial file shrank while resuming", retry=True)
+                self.feed(buf, n)
+                left -= n
+
+    def free_buffer(self) -> bytearray:
+        return self._free.get()
+
+    def give_back(self, buf: bytearray) -> None:
+        self._free.put(buf)
+
+    def feed(self, buf: bytearray, n: int) -> None:
+        self._full.put((buf, n))
+
+    def hexdigest(self) -> str:
+        self.close()
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        """Stop the thread (after it hashed everything fed); never leak it."""
+        if not self._done:
+            self._full.put(None)
+            self._thread.join()
+            self._done = True
+
+
+def _check_content_range(resp: requests.Response, offset: int) -> None:
+    cr = resp.headers.get("Content-Range", "")
+    try:
+        unit, _, rng = cr.partition(" ")
+        start = int(rng.split("-", 1)[0])
+    except ValueError:
+        start = -1
+    if unit != "bytes" or start != offset:
+        raise FetchFailed(f"origin answered Range {offset}- with Content-Range {cr!r}")
+
+
+def _expected_total(resp: requests.Response, offset: int) -> int | None:
+    length = resp.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+        return None
+    return offset + int(length)
+
+
+def _read_meta(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_meta(path: Path, meta: dict[str, object]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta))
+    os.replace(tmp, path)
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful words of a requests/urllib3 exception chain."""
+    text = str(exc)
+    inner = exc.__context__ or exc.__cause__
+    while inner is not None and len(text) > 160:
+        text = str(inner)
+        inner = inner.__context__ or inner.__cause__
+    return text[:300]

@@ -1,0 +1,131 @@
+"""Render www/index.html (for people) and www/catalog.json (for scripts).
+
+Both are written atomically, so nginx never serves half a page. The HTML is
+autoescaped: miss URLs come from whoever sends a request, so they are hostile.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import jinja2
+
+from withcache import __version__, keys, store
+from withcache.progress import human
+from withcache.settings import Layout
+from withcache.tree import atomic_write
+
+
+@dataclass(frozen=True)
+class Row:
+    """One artifact as the index shows it."""
+
+    name: str
+    url: str
+    cache_path: str
+    size: int
+    sha256: str
+    fetched_at: float
+    source: str
+    hits: int = 0
+    last_hit: float | None = None
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("withcache", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["human"] = human
+    env.filters["when"] = when
+    return env
+
+
+def when(ts: float | None) -> str:
+    if not ts:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+
+
+def iso(ts: float | None) -> str | None:
+    if not ts:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def gather(conn: sqlite3.Connection) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Artifacts with their hit counts, and open misses, most requested first."""
+    hits = {
+        r["key"]: (r["count"], r["last_hit"])
+        for r in conn.execute("SELECT key, count, last_hit FROM hits")
+    }
+    rows = []
+    for a in store.artifacts(conn).values():
+        count, last = hits.get(a.key, (0, None))
+        rows.append(
+            Row(
+                a.name,
+                a.url,
+                keys.cache_path(a.key),
+                a.size,
+                a.sha256,
+                a.fetched_at,
+                a.source,
+                count,
+                last,
+            )
+        )
+    rows.sort(key=lambda r: (r.name.lower(), r.url))
+    misses = [
+        dict(r)
+        for r in conn.execute(
+            "SELECT url, kind, count, first_seen, last_seen FROM misses "
+            "WHERE dismissed = 0 AND key NOT IN (SELECT key FROM artifacts) "
+            "ORDER BY count DESC, last_seen DESC LIMIT 200"
+        )
+    ]
+    return rows, misses
+
+
+def render(layout: Layout, *, timestamp: bool = True) -> int:
+    """Write index.html and catalog.json from the state DB; return the artifact count."""
+    layout.www.mkdir(parents=True, exist_ok=True)
+    conn = store.connect(layout.db)
+    try:
+        rows, misses = gather(conn)
+    finally:
+        conn.close()
+    generated = time.time() if timestamp else None
+    html = (
+        _env()
+        .get_template("index.html")
+        .render(
+            rows=rows,
+            misses=misses,
+            total=sum(r.size for r in rows),
+            generated=when(generated),
+            version=__version__,
+            has_report=(layout.www / "report.html").exists(),
+        )
+    )
+    atomic_write(layout.www / "index.html", html.encode())
+    atomic_write(layout.www / "catalog.json", catalog_json(rows, generated).encode())
+    return len(rows)
+
+
+def catalog_json(rows: list[Row], generated: float | None) -> str:
+    artifacts = []
+    for r in rows:
+        d = asdict(r)
+        d["fetched_at"] = iso(r.fetched_at)
+        d["last_hit"] = iso(r.last_hit)
+        artifacts.append(d)
+    doc = {"generated": iso(generated), "count": len(rows), "artifacts": artifacts}
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"

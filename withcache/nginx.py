@@ -1,0 +1,191 @@
+"""Render nginx's configuration from nginx/*.j2, check it with `nginx -t`, run it.
+
+The standalone config and the system snippet include the same server block, so
+the read path cannot drift between `withcache serve` and a system nginx.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from withcache.errors import NginxError
+from withcache.settings import Layout
+
+INSTALL_HINT = "nginx is not installed; install it with: apt-get install nginx"
+
+
+def templates_dir() -> Path:
+    """nginx/ in a source checkout, withcache/_nginx/ in an installed wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_nginx", here.parent / "nginx"):
+        if (candidate / "server.conf.j2").exists():
+            return candidate
+    raise NginxError(f"nginx templates not found next to {here}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the templates need; absolute paths only (nginx resolves relative ones
+    against its prefix, not our working directory)."""
+
+    layout: Layout
+    listen: Sequence[str] = ("8080",)
+    user: str | None = None
+    error_log: str | None = None
+    workers: str = "auto"
+    server_name: str = "_"
+    extra_locations: Sequence[str] = field(default_factory=tuple)
+
+    def context(self) -> dict[str, object]:
+        root = self.layout.root.resolve()
+        lay = Layout(root)
+        return {
+            "data": root,
+            "www": lay.www,
+            "run": lay.run,
+            "access_log": lay.access_log,
+            "error_log": self.error_log or lay.run / "error.log",
+            "listen": [listen_directive(a) for a in self.listen],
+            "user": self.user,
+            "workers": self.workers,
+            "server_name": self.server_name,
+            "aio_threads": has_threads(),
+            "extra_locations": [_indent(b) for b in self.extra_locations],
+        }
+
+
+def _indent(block: str) -> str:
+    return "\n".join(("    " + line) if line.strip() else "" for line in block.splitlines())
+
+
+def listen_directive(addr: str) -> str:
+    """'8080', '127.0.0.1:8080', '[::1]:8080' -> nginx `listen` arguments."""
+    host, sep, port = addr.rpartition(":")
+    if not sep:
+        port, host = addr, ""
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise NginxError(f"--listen wants HOST:PORT or PORT, got {addr!r}")
+    if host.startswith("[") or not host:
+        return f"{host}:{port}" if host else port
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        autoescape=False,  # nginx syntax, not HTML
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render_standalone(s: Settings) -> str:
+    return _env().get_template("nginx.conf.j2").render(**s.context())
+
+
+def render_server_block(s: Settings) -> str:
+    return _env().get_template("conf.d.conf.j2").render(**s.context())
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+    if not found:
+        raise NginxError(INSTALL_HINT)
+    return found
+
+
+_threads: bool | None = None
+
+
+def has_threads() -> bool:
+    """Whether this nginx was built --with-threads (Debian's is): then `aio threads`."""
+    global _threads
+    if _threads is None:
+        try:
+            out = subprocess.run(
+                [nginx_binary(), "-V"], capture_output=True, text=True, timeout=10
+            ).stderr
+            _threads = "--with-threads" in out
+        except (NginxError, OSError, subprocess.SubprocessError):
+            _threads = False
+    return _threads
+
+
+def write_config(s: Settings) -> Path:
+    """Render the standalone config into DATA/run/nginx.conf (and create its dirs)."""
+    lay = s.layout.ensure()
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (lay.run / sub).mkdir(parents=True, exist_ok=True)
+    lay.access_log.touch(exist_ok=True)
+    conf = lay.run / "nginx.conf"
+    conf.write_text(render_standalone(s))
+    return conf
+
+
+def command(conf: Path, *extra: str) -> list[str]:
+    run = conf.parent.resolve()
+    return [nginx_binary(), "-p", f"{run}/", "-e", "stderr", "-c", str(conf.resolve()), *extra]
+
+
+def check(conf: Path) -> None:
+    """`nginx -t`; on failure raise with nginx's own words."""
+    proc = subprocess.run(command(conf, "-t", "-q"), capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        output = (proc.stderr + proc.stdout).strip()
+        raise NginxError("nginx -t failed:\n  " + output.replace("\n", "\n  "))
+
+
+def default_user() -> str:
+    for name in ("www-data", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise NginxError("neither www-data nor nobody exists; pass --user")
+
+
+def unreadable_dir(www: Path, user: str) -> Path | None:
+    """The first directory on the way to www/ that `user` cannot enter (or read), if any."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError as exc:
+        raise NginxError(f"no such user: {user}") from exc
+    groups = {pw.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    path = www.resolve()
+    chain = [*reversed(path.parents), path]
+    for d in chain:
+        need = 0o5 if d == path else 0o1  # r-x on www itself, x on every parent
+        st = d.stat()
+        if st.st_uid == pw.pw_uid:
+            bits = (st.st_mode >> 6) & 0o7
+        elif st.st_gid in groups:
+            bits = (st.st_mode >> 3) & 0o7
+        else:
+            bits = st.st_mode & 0o7
+        if bits & need != need or not stat.S_ISDIR(st.st_mode):
+            return d
+    return None
+
+
+def exec_foreground(conf: Path) -> None:
+    """Replace this process with nginx in the foreground: signals go straight to it
+    (SIGTERM/SIGINT fast stop, SIGQUIT graceful)."""
+    argv = command(conf, "-g", "daemon off;")
+    os.execv(argv[0], argv)

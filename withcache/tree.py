@@ -1,0 +1,115 @@
+"""The served tree on disk: atomic placement, removal and scanning of www/b/.
+
+Only whole, verified files ever appear under www/: bytes are written under
+state/partial/ (same filesystem), fsynced, chmod 0644 (mkstemp-style 0600 files
+make nginx's unprivileged worker answer 403) and then renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from withcache import keys
+from withcache.settings import Layout
+
+
+def blob_path(layout: Layout, key: str) -> Path:
+    return layout.www / keys.blob_relpath(key)
+
+
+def stat_blob(layout: Layout, key: str) -> os.stat_result | None:
+    try:
+        return blob_path(layout, key).stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def place(layout: Layout, partial: Path, key: str, mtime: float | None = None) -> Path:
+    """Rename a complete, fsynced, verified partial file into www/b/ (atomic)."""
+    dest = blob_path(layout, key)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _make_readable(layout.www, dest.parent)
+    os.chmod(partial, 0o644)
+    if mtime is not None:  # nginx's Last-Modified/ETag then follow the origin's
+        os.utime(partial, (mtime, mtime))
+    os.replace(partial, dest)
+    fsync_dir(dest.parent)
+    return dest
+
+
+def remove(layout: Layout, key: str) -> bool:
+    """Delete an artifact and the token directories it leaves empty."""
+    path = blob_path(layout, key)
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    top = layout.www / "b"
+    parent = path.parent
+    while parent != top and top in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+    return True
+
+
+def scan(layout: Layout) -> Iterator[tuple[str, os.stat_result]]:
+    """Every (key, stat) of a blob on disk, decoded back from its directory names."""
+    top = layout.www / "b"
+    for dirpath, _dirs, files in os.walk(top):
+        if keys.BLOB_FILE not in files:
+            continue
+        rel = os.path.relpath(dirpath, top)
+        try:
+            key = keys.decode_token(rel.replace(os.sep, ""))
+        except ValueError:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            yield key, os.stat(os.path.join(dirpath, keys.BLOB_FILE))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_readable(top: Path, leaf: Path) -> None:
+    """Token directories must be traversable by nginx's worker whatever our umask."""
+    d = leaf
+    while d != top and top in d.parents:
+        mode = d.stat().st_mode
+        if mode & 0o755 != 0o755:
+            d.chmod(mode | 0o755)
+        d = d.parent
+
+
+def disk_usage(layout: Layout) -> tuple[int, int]:
+    """(bytes used by blobs, bytes free on the filesystem)."""
+    used = sum(st.st_size for _key, st in scan(layout))
+    vfs = os.statvfs(layout.www)
+    return used, vfs.f_bavail * vfs.f_frsize
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a small served file (index, catalog, package page) whole or not at all."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
