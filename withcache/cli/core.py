@@ -11,7 +11,9 @@ from pathlib import Path
 from withcache import fetch, index, keys, manifest, sync
 from withcache.cli.common import Subparsers, command, layout
 from withcache.errors import UsageError
+from withcache.plan import Wanted
 from withcache.progress import for_stream
+from withcache.settings import Layout
 
 DEFAULT_MANIFESTS = Path("manifests")
 
@@ -150,13 +152,22 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _python_wanted(m: manifest.Manifest, lay: object, args: argparse.Namespace) -> list:
-    """Package files the python: section resolves to (none until that section exists)."""
-    return []
+def _python_wanted(m: manifest.Manifest, lay: Layout, args: argparse.Namespace) -> list[Wanted]:
+    """Package files the manifests' python: sections resolve to (with dependencies)."""
+    if not m.python:
+        return []
+    from withcache import pyindex
+
+    return pyindex.wanted(m, lay, quiet=args.quiet)
 
 
-def _python_render(m: manifest.Manifest, lay: object, args: argparse.Namespace) -> None:
-    return None
+def _python_render(m: manifest.Manifest, lay: Layout, args: argparse.Namespace) -> None:
+    """Write www/simple/ from what is now in the tree (failed files are left out)."""
+    if not m.python:
+        return
+    from withcache import pyindex
+
+    pyindex.render(m, lay)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
