@@ -338,8 +338,10 @@ def _cross_file_problems(entries: list[Entry]) -> list[Problem]:
         first = seen.get(e.key)
         if first is None:
             seen[e.key] = e
-        elif first.url == e.url:
-            problems.append(Problem(e.file, e.line, f"duplicate URL, already at {first.where}"))
+        elif keys.normalize(first.url, True) == keys.normalize(e.url, True):
+            problems.append(
+                Problem(e.file, e.line, f"duplicate of {first.url} at {first.where} (same key)")
+            )
         else:
             problems.append(
                 Problem(
