@@ -1,0 +1,538 @@
+"""Shared helpers for the bench/bench_*.py scripts.
+
+Every figure a bench prints is a ratio against a baseline measured in the same run,
+so a noisy machine moves both sides together. The API, in the order a bench uses it:
+
+    args = parse_args("serve")           # --quick, --runs N, --json PATH
+    stats = time_runs(fn, runs=5)        # time fn() `runs` times -> Stats (seconds)
+    stats = sample_runs(fn, runs=5)      # fn() returns a number (req/s, MB/s) -> Stats
+    stats = time_cmd(["curl", ...], runs=5, timeout=60)   # a command, checked, timed
+    Stats.median / .min / .max / .samples
+
+    with tmpdir("bench-serve") as d: ...          # world-readable dir under /tmp, removed
+    make_file(path, size)                          # fast, incompressible, deterministic
+    with static_origin(root) as base: ...         # nginx serving root: base = "http://127.0.0.1:P"
+    with file_origin(root) as base: ...           # same, pure Python (sendfile), no nginx
+    with nginx_running(conf, prefix, port): ...   # start/stop any nginx config
+    conf = minimal_nginx_conf(root, port, run_dir)  # nginx's ceiling: plain static serving
+
+    table = Table("serve")
+    table.add("1 GiB GET, minimal nginx", stats, "MB/s", baseline=True)
+    table.add("1 GiB GET, withcache nginx", stats2, "MB/s", target=0.95)
+    table.skip("1 GiB GET, withcache-server 0.13.3", "peer not installed")
+    table.finish()       # prints the table, writes bench/results/serve.json
+
+Ratios: `ratio` is how many times *better* than the row's baseline a case is, whatever
+the unit: baseline_time / time for seconds, value / baseline_value for rates. So > 1 is
+faster than the baseline, < 1 slower; a `target` is a minimum ratio.
+
+Every process started here is stopped in a `finally`; every command has a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.server
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import socketserver
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RESULTS = BENCH / "results"
+MiB = 1 << 20
+GiB = 1 << 30
+
+# Units where a smaller number is better; every other unit is a rate (bigger is better).
+TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+# ---------------------------------------------------------------- arguments
+
+
+def parse_args(area: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options every bench takes: --quick, --runs, --json."""
+    p = argparse.ArgumentParser(description=f"withcache benchmark: {area}")
+    p.add_argument("--quick", action="store_true", help="fewer runs and smaller loads")
+    p.add_argument("--runs", type=int, default=None, help="runs per case (default 5; quick 3-5)")
+    p.add_argument("--json", type=Path, default=RESULTS / f"{area}.json", help="results file")
+    return p.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+@dataclass
+class Stats:
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def min(self) -> float:
+        return min(self.samples)
+
+    @property
+    def max(self) -> float:
+        return max(self.samples)
+
+
+def time_runs(
+    fn: Callable[[], object],
+    runs: int = 5,
+    *,
+    setup: Callable[[], object] | None = None,
+    warmup: int = 0,
+) -> Stats:
+    """Wall time of fn() in seconds, `runs` times; setup() runs untimed before each."""
+    out = []
+    for i in range(warmup + runs):
+        if setup:
+            setup()
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        if i >= warmup:
+            out.append(dt)
+    return Stats(out)
+
+
+def sample_runs(
+    fn: Callable[[], float],
+    runs: int = 5,
+    *,
+    setup: Callable[[], object] | None = None,
+    warmup: int = 0,
+) -> Stats:
+    """fn() returns the figure itself (req/s from wrk, MB/s ...), `runs` times."""
+    out = []
+    for i in range(warmup + runs):
+        if setup:
+            setup()
+        v = float(fn())
+        if i >= warmup:
+            out.append(v)
+    return Stats(out)
+
+
+def run(
+    argv: Sequence[str], *, timeout: float = 120, check: bool = True, **kw: object
+) -> subprocess.CompletedProcess[str]:
+    """subprocess.run with text output captured, a timeout, and stderr shown on failure."""
+    proc = subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,  # type: ignore[call-overload]
+    )
+    if check and proc.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(map(str, argv))} -> exit {proc.returncode}\n{proc.stderr[-2000:]}"
+        )
+    return proc
+
+
+def time_cmd(
+    argv: Sequence[str],
+    runs: int = 5,
+    *,
+    timeout: float = 120,
+    setup: Callable[[], object] | None = None,
+    warmup: int = 0,
+    **kw: object,
+) -> Stats:
+    """Wall time of a command (checked: a failing run raises), `runs` times."""
+    return time_runs(lambda: run(argv, timeout=timeout, **kw), runs, setup=setup, warmup=warmup)
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None
+
+
+# ---------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def tmpdir(prefix: str) -> Iterator[Path]:
+    """A directory under /tmp that nginx's `nobody` worker can read; removed afterwards."""
+    d = Path(tempfile.mkdtemp(prefix=prefix + "-", dir="/tmp"))
+    try:
+        d.chmod(0o755)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def make_file(path: Path, size: int, seed: int = 0) -> str:
+    """Write `size` incompressible, deterministic bytes; return their sha256.
+
+    Every 1 MiB block is the same pseudo-random block with its index in the first
+    8 bytes, so no two blocks are equal; about 1-2 s per GiB.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = bytearray(hashlib.shake_256(f"withcache-bench-{seed}".encode()).digest(MiB))
+    h = hashlib.sha256()
+    with path.open("wb") as f:
+        left, i = size, 0
+        while left:
+            block[:8] = i.to_bytes(8, "little")
+            chunk = memoryview(block)[: min(MiB, left)]
+            f.write(chunk)
+            h.update(chunk)
+            left -= len(chunk)
+            i += 1
+    path.chmod(0o644)
+    return h.hexdigest()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.02)
+
+
+# ---------------------------------------------------------------- nginx
+
+
+def nginx_version() -> str:
+    if not have("nginx"):
+        return "not installed"
+    out = run(["nginx", "-v"], check=False, timeout=10)
+    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+
+
+def minimal_nginx_conf(root: Path, port: int, run_dir: Path, *, access_log: bool = False) -> Path:
+    """nginx's ceiling: one static server on 127.0.0.1:port serving `root`, sendfile on.
+
+    Same worker count and keepalive as withcache's config, nothing else: no JSON log
+    (unless access_log), no map, no try_files. Returns the config path (in run_dir).
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.chmod(0o755)
+    log = f"access_log {run_dir}/access.log;" if access_log else "access_log off;"
+    conf = run_dir / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes auto;
+pid {run_dir}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+    client_body_temp_path {run_dir}/client_body;
+    proxy_temp_path {run_dir}/proxy;
+    fastcgi_temp_path {run_dir}/fastcgi;
+    uwsgi_temp_path {run_dir}/uwsgi;
+    scgi_temp_path {run_dir}/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65s;
+    keepalive_requests 10000;
+    {log}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+    )
+    return conf
+
+
+@contextlib.contextmanager
+def nginx_running(conf: Path, prefix: Path, port: int, timeout: float = 10) -> Iterator[None]:
+    """Run `nginx -p prefix/ -c conf -g 'daemon off;'` until the block ends (then SIGQUIT,
+    SIGKILL after 5 s). Waits until the port accepts connections."""
+    argv = ["nginx", "-p", f"{prefix}/", "-e", "stderr", "-c", str(conf), "-g", "daemon off;"]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        try:
+            wait_port(port, timeout)
+        except TimeoutError:
+            proc.kill()
+            err = proc.communicate(timeout=5)[1].decode(errors="replace")
+            raise RuntimeError(f"nginx did not start: {err.strip()}") from None
+        yield
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM (nginx: fast stop), then SIGKILL of its whole process group."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(grace)
+    if proc.stderr:
+        proc.stderr.close()
+
+
+@contextlib.contextmanager
+def static_origin(root: Path) -> Iterator[str]:
+    """A loopback origin: minimal nginx serving `root`. Yields the base URL.
+
+    Falls back to file_origin() (pure Python) when nginx is missing.
+    """
+    if not have("nginx"):
+        with file_origin(root) as base:
+            yield base
+        return
+    port = free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-origin-", dir="/tmp"))
+    try:
+        conf = minimal_nginx_conf(root, port, run_dir)
+        with nginx_running(conf, run_dir, port):
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+class _FileHandler(http.server.SimpleHTTPRequestHandler):
+    """GET/HEAD of files under `directory`, body sent with socket.sendfile."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
+        self.connection.sendfile(source)
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+@contextlib.contextmanager
+def file_origin(root: Path) -> Iterator[str]:
+    """A pure-Python loopback origin over `root` (threads + sendfile). Yields the base URL."""
+    handler = lambda *a, **kw: _FileHandler(*a, directory=str(root), **kw)  # noqa: E731
+    server = _Server(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# ---------------------------------------------------------------- results
+
+
+def machine() -> dict[str, str]:
+    """What the figures ran on: nproc, CPU model, kernel, nginx, Python."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = ""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / (1 << 20):.1f} GiB"
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": mem,
+        "kernel": platform.release(),
+        "nginx": nginx_version(),
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class Row:
+    case: str
+    unit: str
+    median: float | None = None
+    min: float | None = None
+    max: float | None = None
+    samples: list[float] = field(default_factory=list)
+    baseline: str | None = None  # the case this row is compared with
+    ratio: float | None = None  # > 1 better than the baseline
+    target: float | None = None  # minimum ratio wanted
+    met: bool | None = None
+    skipped: str | None = None  # why the case did not run
+    note: str = ""
+
+
+class Table:
+    """Rows of one area; a row marked baseline=True is the reference for the rows after it
+    (until the next baseline), unless a row names its baseline explicitly."""
+
+    def __init__(self, area: str, json_path: Path | None = None) -> None:
+        self.area = area
+        self.json_path = json_path or RESULTS / f"{area}.json"
+        self.rows: list[Row] = []
+        self._current: Row | None = None
+        self.started = time.time()
+
+    def add(
+        self,
+        case: str,
+        stats: Stats,
+        unit: str,
+        *,
+        baseline: bool | str = False,
+        target: float | None = None,
+        note: str = "",
+    ) -> Row:
+        row = Row(case, unit, stats.median, stats.min, stats.max, list(stats.samples), note=note)
+        if baseline is True:
+            self._current = row
+            row.ratio = 1.0
+        else:
+            ref = self._find(baseline) if isinstance(baseline, str) else self._current
+            if ref is not None and ref.median and ref.unit == unit:
+                row.baseline = ref.case
+                row.ratio = ratio(stats.median, ref.median, unit)
+        if target is not None:
+            row.target = target
+            row.met = row.ratio is not None and row.ratio >= target
+        self.rows.append(row)
+        print(f"  {format_row(row)}", file=sys.stderr, flush=True)
+        return row
+
+    def skip(self, case: str, why: str) -> Row:
+        row = Row(case, "", skipped=why)
+        self.rows.append(row)
+        print(f"  SKIP {case}: {why}", file=sys.stderr, flush=True)
+        return row
+
+    def _find(self, case: str) -> Row | None:
+        return next((r for r in self.rows if r.case == case and r.median is not None), None)
+
+    def render(self) -> str:
+        head = ("case", "median", "min–max", "unit", "ratio")
+        lines = [head]
+        for r in self.rows:
+            if r.skipped:
+                lines.append((r.case, "skipped", r.skipped, "", ""))
+                continue
+            rt = "baseline" if r.baseline is None and r.ratio == 1.0 else fmt_ratio(r)
+            lines.append(
+                (r.case, fmt(r.median), f"{fmt(r.min)}–{fmt(r.max)}", r.unit, rt)  # type: ignore[arg-type]
+            )
+        widths = [max(len(line[i]) for line in lines if len(line) > i) for i in range(5)]
+        out = []
+        for n, line in enumerate(lines):
+            if len(line) == 5 and line[1] == "skipped":
+                out.append(f"{line[0]:<{widths[0]}}  skipped: {line[2]}")
+                continue
+            rest = zip(line[1:], widths[1:], strict=True)
+            cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in rest]
+            out.append("  ".join(cells).rstrip())
+            if n == 0:
+                out.append("-" * len(out[-1]))
+        return "\n".join(out)
+
+    def markdown(self) -> str:
+        out = ["| case | median | min–max | unit | ratio |", "|---|---:|---:|---|---:|"]
+        for r in self.rows:
+            if r.skipped:
+                out.append(f"| {r.case} | skipped: {r.skipped} | | | |")
+                continue
+            rt = "baseline" if r.baseline is None and r.ratio == 1.0 else fmt_ratio(r)
+            out.append(
+                f"| {r.case} | {fmt(r.median)} | {fmt(r.min)}–{fmt(r.max)} | {r.unit} | {rt} |"  # type: ignore[arg-type]
+            )
+        return "\n".join(out)
+
+    def finish(self) -> int:
+        """Print the table and write the JSON results; return 0 (for sys.exit)."""
+        print(f"\n== {self.area} ==")
+        print(self.render())
+        print()
+        self.json_path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "area": self.area,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "seconds": round(time.time() - self.started, 1),
+            "argv": sys.argv[1:],
+            "machine": machine(),
+            "rows": [asdict(r) for r in self.rows],
+            "markdown": self.markdown(),
+        }
+        self.json_path.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"results: {self.json_path}")
+        return 0
+
+
+def ratio(value: float, base: float, unit: str) -> float:
+    """How many times better `value` is than `base` (> 1 better)."""
+    if unit in TIME_UNITS:
+        return base / value if value else float("inf")
+    return value / base if base else float("inf")
+
+
+def fmt(x: float) -> str:
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 10:
+        return f"{x:.1f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
+    return f"{x:.3g}"
+
+
+def fmt_ratio(r: Row) -> str:
+    if r.ratio is None:
+        return ""
+    text = f"{r.ratio:.2f}x"
+    if r.target is not None:
+        text += f" ({'ok' if r.met else 'MISS'} ≥{r.target:g})"
+    return text
+
+
+def format_row(r: Row) -> str:
+    return (
+        f"{r.case}: median {fmt(r.median or 0)} {r.unit} "
+        f"({fmt(r.min or 0)}–{fmt(r.max or 0)}) {fmt_ratio(r)}"
+    )
