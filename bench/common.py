@@ -16,6 +16,11 @@ so a noisy machine moves both sides together. The API, in the order a bench uses
     with nginx_running(conf, prefix, port): ...   # start/stop any nginx config
     conf = minimal_nginx_conf(root, port, run_dir)  # nginx's ceiling: plain static serving
 
+    venv, why = ensure_peer()                     # the PyPI withcache 0.13.3 (or why not)
+    with peer_server(venv, data_dir) as peer:     # its withcache-server on loopback
+        seconds = peer.fill(url, "name")          # seed through its API, wait until served
+        peer.blob_url(url)                        # where it serves that URL
+
     table = Table("serve")
     table.add("1 GiB GET, minimal nginx", stats, "MB/s", baseline=True)
     table.add("1 GiB GET, withcache nginx", stats2, "MB/s", target=0.95)
@@ -32,6 +37,7 @@ Every process started here is stopped in a `finally`; every command has a timeou
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import http.server
@@ -48,6 +54,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -356,6 +365,113 @@ def file_origin(root: Path) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# ---------------------------------------------------------------- the PyPI peer
+
+PEER_VENV = Path("/tmp/wcpeer")
+PEER_VERSION = "0.13.3"
+
+
+def ensure_peer() -> tuple[Path | None, str]:
+    """The PyPI `withcache` package's venv (created once if missing).
+
+    Returns (venv, "") or (None, why it is unavailable), so a bench can skip its rows.
+    """
+    server = PEER_VENV / "bin" / "withcache-server"
+    if server.exists():
+        return PEER_VENV, ""
+    try:
+        run([sys.executable, "-m", "venv", str(PEER_VENV)], timeout=120)
+        pip = str(PEER_VENV / "bin" / "pip")
+        run([pip, "install", "-q", f"withcache=={PEER_VERSION}"], timeout=600)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        return None, f"cannot install withcache=={PEER_VERSION} into {PEER_VENV}: {exc}"
+    if not server.exists():
+        return None, f"withcache=={PEER_VERSION} installed no withcache-server"
+    return PEER_VENV, ""
+
+
+def b64_token(url: str) -> str:
+    return base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+
+
+class Peer:
+    """A running `withcache-server` (PyPI withcache) on loopback, seeded through its API."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def _post(self, path: str, body: dict[str, object] | None = None) -> int:
+        data = json.dumps(body or {}).encode()
+        req = urllib.request.Request(
+            self.base + path, data=data, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return int(resp.status)
+
+    def blob_url(self, url: str) -> str:
+        """Where it serves an origin URL once fetched: /b/<base64url(url)>/<name>."""
+        return f"{self.base}/b/{b64_token(url)}/{url.rsplit('/', 1)[-1] or 'download'}"
+
+    def cached(self, url: str) -> bool:
+        req = urllib.request.Request(self.blob_url(url), method="HEAD")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status == 200
+        except urllib.error.HTTPError:
+            return False
+
+    def fill(self, url: str, name: str, timeout: float = 300) -> float:
+        """Seed `url` through the peer's API: add a catalog entry (once), request its
+        download with ?force=1 (drops a previous copy), wait until the blob is served.
+        Returns the seconds from the download request to the first 200 HEAD (polled
+        every 20 ms)."""
+        try:
+            self._post("/catalog/entries", {"name": name, "src": url})
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # 409: the entry exists from an earlier fill
+                raise
+        path = f"/catalog/entries/{urllib.parse.quote(name, safe='')}/download?force=1"
+        t0 = time.perf_counter()
+        self._post(path)
+        deadline = time.monotonic() + timeout
+        while not self.cached(url):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"withcache-server did not fetch {url} in {timeout}s")
+            time.sleep(0.02)
+        return time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def peer_server(venv: Path, data_dir: Path, workers: int = 2) -> Iterator[Peer]:
+    """Run the peer's `withcache-server` on a free loopback port until the block ends.
+
+    Its startup catalog fetch is pointed at a closed local port, so nothing leaves
+    the machine; no admin password, so its catalog API is open.
+    """
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "WITHCACHE_ADMIN_PASSWORD"}
+    env["WITHCACHE_CATALOG_URL"] = f"http://127.0.0.1:{free_port()}/catalog.toml"
+    argv = [
+        str(venv / "bin" / "withcache-server"),
+        *("--host", "127.0.0.1", "--port", str(port)),
+        *("--data-dir", str(data_dir), "--workers", str(workers)),
+    ]
+    proc = subprocess.Popen(
+        argv,
+        cwd=data_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_port(port, 30)
+        yield Peer(f"http://127.0.0.1:{port}")
+    finally:
+        stop(proc)
 
 
 # ---------------------------------------------------------------- results
