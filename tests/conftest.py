@@ -100,6 +100,7 @@ def origin() -> Iterator[Origin]:
 
 @pytest.fixture
 def data(tmp_path: Path) -> Layout:
+    tmp_path.chmod(0o755)  # pytest makes it 0700; nginx's www-data worker must get through
     return Layout(tmp_path / "data").ensure()
 
 

@@ -102,6 +102,12 @@ def render_server_block(s: Settings) -> str:
 
 
 def nginx_binary() -> str:
+    """$WITHCACHE_NGINX, else nginx on PATH, else Debian's /usr/sbin/nginx."""
+    override = os.environ.get("WITHCACHE_NGINX")
+    if override:
+        if not os.access(override, os.X_OK):
+            raise NginxError(f"WITHCACHE_NGINX={override} is not executable; {INSTALL_HINT}")
+        return override
     found = shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
     )

@@ -68,6 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     example:
       withcache serve --data /srv/withcache --listen 0.0.0.0:8080
     """
+    nginx.nginx_binary()  # first: a missing nginx is the likeliest problem on a new host
     user = None
     lay = layout(args).ensure()
     if os.geteuid() == 0:
