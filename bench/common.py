@@ -14,6 +14,9 @@ so a noisy machine moves both sides together. The API, in the order a bench uses
     with static_origin(root) as base: ...         # nginx serving root: base = "http://127.0.0.1:P"
     with file_origin(root) as base: ...           # same, pure Python (sendfile), no nginx
     with nginx_running(conf, prefix, port): ...   # start/stop any nginx config
+    with serving(argv, port): ...                 # start/stop any server process
+    run([*WITHCACHE, "sync", ...])                 # the checkout's CLI (PYTHONPATH is set)
+    cache_path(url)                                # "/b/<token>/<name>" for an origin URL
     conf = minimal_nginx_conf(root, port, run_dir)  # nginx's ceiling: plain static serving
 
     venv, why = ensure_peer()                     # the PyPI withcache 0.13.3 (or why not)
@@ -70,6 +73,22 @@ GiB = 1 << 30
 # Units where a smaller number is better; every other unit is a rate (bigger is better).
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
 
+# The checkout's withcache, importable from the benches and from their subprocesses
+# (`python3 -m withcache`) without installing it.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p
+)
+WITHCACHE = [sys.executable, "-m", "withcache"]
+
+
+def cache_path(url: str) -> str:
+    """/b/<token>/<name> for an origin URL, as our nginx serves it."""
+    from withcache import keys
+
+    return keys.cache_path(keys.normalize(url))
+
 
 # ---------------------------------------------------------------- arguments
 
@@ -83,8 +102,12 @@ def parse_args(area: str, argv: Sequence[str] | None = None) -> argparse.Namespa
     return p.parse_args(argv)
 
 
+_T0 = time.monotonic()
+
+
 def log(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
+    """Progress on stderr, with the seconds since the bench started."""
+    print(f"  [{time.monotonic() - _T0:5.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------- measuring
@@ -222,13 +245,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+def wait_port(
+    port: int,
+    timeout: float = 10.0,
+    host: str = "127.0.0.1",
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Until something accepts connections on host:port; TimeoutError after `timeout`
+    seconds, or as soon as `proc` (the server we wait for) has exited."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise TimeoutError(f"the server exited with status {proc.returncode}") from None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
             time.sleep(0.02)
@@ -282,23 +314,38 @@ http {{
 
 
 @contextlib.contextmanager
-def nginx_running(conf: Path, prefix: Path, port: int, timeout: float = 10) -> Iterator[None]:
-    """Run `nginx -p prefix/ -c conf -g 'daemon off;'` until the block ends (then SIGQUIT,
-    SIGKILL after 5 s). Waits until the port accepts connections."""
-    argv = ["nginx", "-p", f"{prefix}/", "-e", "stderr", "-c", str(conf), "-g", "daemon off;"]
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-    )
-    try:
+def serving(argv: Sequence[str], port: int, timeout: float = 10, **popen: object) -> Iterator[None]:
+    """Run a server process until the block ends; wait until `port` accepts connections.
+    Its stderr goes to a temporary file (shown if it fails to start; a pipe nobody reads
+    could fill up and stall it). Stopped with SIGTERM, then SIGKILL (see stop())."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+            **popen,  # type: ignore[call-overload]
+        )
         try:
-            wait_port(port, timeout)
-        except TimeoutError:
-            proc.kill()
-            err = proc.communicate(timeout=5)[1].decode(errors="replace")
-            raise RuntimeError(f"nginx did not start: {err.strip()}") from None
-        yield
-    finally:
-        stop(proc)
+            try:
+                wait_port(port, timeout, proc=proc)
+            except TimeoutError:
+                proc.kill()
+                proc.wait(5)
+                err.seek(0)
+                text = err.read().decode(errors="replace").strip()[-2000:]
+                raise RuntimeError(f"{argv[0]} did not start: {text}") from None
+            yield
+        finally:
+            stop(proc)
+
+
+def nginx_running(
+    conf: Path, prefix: Path, port: int, timeout: float = 10
+) -> contextlib.AbstractContextManager[None]:
+    """Run `nginx -p prefix/ -c conf -g 'daemon off;'` until the block ends."""
+    argv = ["nginx", "-p", f"{prefix}/", "-e", "stderr", "-c", str(conf), "-g", "daemon off;"]
+    return serving(argv, port, timeout)
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
@@ -311,8 +358,6 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(grace)
-    if proc.stderr:
-        proc.stderr.close()
 
 
 @contextlib.contextmanager
@@ -452,26 +497,16 @@ def peer_server(venv: Path, data_dir: Path, workers: int = 2) -> Iterator[Peer]:
     """
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "WITHCACHE_ADMIN_PASSWORD"}
+    drop = ("WITHCACHE_ADMIN_PASSWORD", "PYTHONPATH")  # open API; its own withcache package
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["WITHCACHE_CATALOG_URL"] = f"http://127.0.0.1:{free_port()}/catalog.toml"
     argv = [
         str(venv / "bin" / "withcache-server"),
         *("--host", "127.0.0.1", "--port", str(port)),
         *("--data-dir", str(data_dir), "--workers", str(workers)),
     ]
-    proc = subprocess.Popen(
-        argv,
-        cwd=data_dir,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_port(port, 30)
+    with serving(argv, port, 30, cwd=data_dir, env=env):
         yield Peer(f"http://127.0.0.1:{port}")
-    finally:
-        stop(proc)
 
 
 # ---------------------------------------------------------------- results
@@ -549,52 +584,46 @@ class Table:
             row.target = target
             row.met = row.ratio is not None and row.ratio >= target
         self.rows.append(row)
-        print(f"  {format_row(row)}", file=sys.stderr, flush=True)
+        log(format_row(row))
         return row
 
     def skip(self, case: str, why: str) -> Row:
         row = Row(case, "", skipped=why)
         self.rows.append(row)
-        print(f"  SKIP {case}: {why}", file=sys.stderr, flush=True)
+        log(f"SKIP {case}: {why}")
         return row
 
     def _find(self, case: str) -> Row | None:
         return next((r for r in self.rows if r.case == case and r.median is not None), None)
 
-    def render(self) -> str:
-        head = ("case", "median", "min–max", "unit", "ratio")
-        lines = [head]
+    def _cells(self) -> list[list[str]]:
+        """One row of text cells per case: case, median, min–max, unit, ratio, note."""
+        out = []
         for r in self.rows:
             if r.skipped:
-                lines.append((r.case, "skipped", r.skipped, "", ""))
+                out.append([r.case, "skipped", "", "", "", r.skipped])
                 continue
+            assert r.median is not None and r.min is not None and r.max is not None
             rt = "baseline" if r.baseline is None and r.ratio == 1.0 else fmt_ratio(r)
-            lines.append(
-                (r.case, fmt(r.median), f"{fmt(r.min)}–{fmt(r.max)}", r.unit, rt)  # type: ignore[arg-type]
-            )
-        widths = [max(len(line[i]) for line in lines if len(line) > i) for i in range(5)]
+            spread = f"{fmt(r.min)}–{fmt(r.max)}"
+            out.append([r.case, fmt(r.median), spread, r.unit, rt, r.note])
+        return out
+
+    def render(self) -> str:
+        lines = [["case", "median", "min–max", "unit", "ratio", "note"], *self._cells()]
+        widths = [max(len(line[i]) for line in lines) for i in range(5)]
         out = []
         for n, line in enumerate(lines):
-            if len(line) == 5 and line[1] == "skipped":
-                out.append(f"{line[0]:<{widths[0]}}  skipped: {line[2]}")
-                continue
-            rest = zip(line[1:], widths[1:], strict=True)
-            cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in rest]
-            out.append("  ".join(cells).rstrip())
+            cells = [line[0].ljust(widths[0])]
+            cells += [c.rjust(w) for c, w in zip(line[1:5], widths[1:5], strict=True)]
+            out.append(("  ".join(cells) + "  " + line[5]).rstrip())
             if n == 0:
                 out.append("-" * len(out[-1]))
         return "\n".join(out)
 
     def markdown(self) -> str:
-        out = ["| case | median | min–max | unit | ratio |", "|---|---:|---:|---|---:|"]
-        for r in self.rows:
-            if r.skipped:
-                out.append(f"| {r.case} | skipped: {r.skipped} | | | |")
-                continue
-            rt = "baseline" if r.baseline is None and r.ratio == 1.0 else fmt_ratio(r)
-            out.append(
-                f"| {r.case} | {fmt(r.median)} | {fmt(r.min)}–{fmt(r.max)} | {r.unit} | {rt} |"  # type: ignore[arg-type]
-            )
+        out = ["| case | median | min–max | unit | ratio | note |", "|---|---:|---:|---|---:|---|"]
+        out += ["| " + " | ".join(cells) + " |" for cells in self._cells()]
         return "\n".join(out)
 
     def finish(self) -> int:
@@ -641,7 +670,7 @@ def fmt(x: float) -> str:
 def fmt_ratio(r: Row) -> str:
     if r.ratio is None:
         return ""
-    text = f"{r.ratio:.2f}x"
+    text = f"{r.ratio:.2f}x" if r.ratio >= 0.1 else f"{r.ratio:.2g}x"
     if r.target is not None:
         text += f" ({'ok' if r.met else 'MISS'} ≥{r.target:g})"
     return text
