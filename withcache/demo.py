@@ -1,0 +1,195 @@
+"""`make demo`: the whole cache on this machine, offline, in one command.
+
+A loopback origin serves generated "vendor" files; the demo manifest is synced
+into ./demo-data; nginx serves it; the watcher follows nginx's log; curl through
+the shim fetches one cached artifact (a hit) and one uncached file (a miss, which
+then shows up in `withcache misses`). Everything started here stops on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+from withcache import keys
+from withcache.origin import Origin
+
+ORIGIN_PORT = 18765
+DEMO_MANIFEST = Path(__file__).resolve().parent.parent / "manifests" / "demo" / "demo.yaml"
+
+# path -> (seed, size): deterministic bytes, so the demo manifest can pin a sha256
+FILES = {
+    "/vendor/cuda/cuda_demo_12.6.3_linux.run": ("cuda", 8 << 20),
+    "/vendor/rocm/amdgpu-install_demo_6.2_all.deb": ("rocm", 3 << 20),
+    "/vendor/firmware/fw-demo-22.41.1000.bin": ("fw-demo", 1 << 20),
+    "/vendor/drivers/nvidia-demo-560.35.05.tar.gz": ("driver", 2 << 20),
+    "/vendor/tools/not-in-any-manifest-1.0.tar.gz": ("uncached", 256 << 10),
+}
+UNCACHED = "/vendor/tools/not-in-any-manifest-1.0.tar.gz"
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def withcache(*args: str) -> list[str]:
+    return [sys.executable, "-m", "withcache", *args]
+
+
+def shim_dir() -> Path | None:
+    here = Path(__file__).resolve().parent
+    for d in (here / "_shims", here.parent / "shims"):
+        if (d / "curlwithcache").exists():
+            return d
+    return None
+
+
+def start_origin() -> Origin:
+    try:
+        origin = Origin(port=ORIGIN_PORT)
+    except OSError as exc:
+        raise SystemExit(
+            f"demo: cannot listen on 127.0.0.1:{ORIGIN_PORT} ({exc.strerror}); "
+            "is another demo running?"
+        ) from exc
+    for path, (seed, size) in FILES.items():
+        origin.add(path, random.Random(seed).randbytes(size))
+    return origin
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"demo: nginx exited with status {proc.returncode}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url + "/healthz", timeout=1).ok:
+                return
+        time.sleep(0.1)
+    raise SystemExit("demo: nginx did not come up within 15 s")
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], **kw: object) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(cmd, **kw)  # type: ignore[call-overload]
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def curl_through_shim(cache_url: str, origin_url: str, out: Path) -> tuple[int, str]:
+    """Fetch like an unchanged script would, with the shim standing in for curl."""
+    shims = shim_dir()
+    env = dict(os.environ, WITHCACHE_SERVER=cache_url)
+    if shims is not None:
+        cmd = ["sh", str(shims / "curlwithcache"), "-fsS", "-o", str(out), origin_url]
+    else:  # no shim in this install: ask the cache directly
+        cmd = [
+            "curl",
+            "-fsS",
+            "-o",
+            str(out),
+            cache_url + keys.cache_path(keys.normalize(origin_url)),
+        ]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    return r.returncode, r.stderr.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="withcache-demo", description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path("demo-data"), help="data dir (./demo-data)")
+    p.add_argument("--listen", default="127.0.0.1:18080", help="cache address (127.0.0.1:18080)")
+    p.add_argument("--no-wait", action="store_true", help="stop right after the walk-through")
+    args = p.parse_args(argv)
+    data = args.data.resolve()
+    cache_url = f"http://{args.listen}"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+
+    origin = start_origin()
+    try:
+        say(f"1. origin: a loopback 'vendor' server at {origin.base} ({len(FILES)} files)")
+        say(f"2. sync: {DEMO_MANIFEST.name} -> {data}")
+        r = subprocess.run(
+            withcache("sync", "--data", str(data), "-m", str(DEMO_MANIFEST)), env=env
+        )
+        if r.returncode != 0:
+            return r.returncode
+        with running(
+            withcache("serve", "--data", str(data), "--listen", args.listen),
+            env=env,
+            stderr=subprocess.DEVNULL,
+        ) as nginx:
+            wait_healthy(cache_url, nginx)
+            say(f"3. nginx: serving {data / 'www'} at {cache_url}")
+            with running(withcache("watch", "--data", str(data)), env=env) as watcher:
+                time.sleep(0.5)
+                say(f"4. watcher: following {data / 'log' / 'access.log'} (pid {watcher.pid})")
+                walk_through(origin, cache_url, data, env)
+                if args.no_wait:
+                    return 0
+                say("\nRunning until Ctrl-C.")
+                with contextlib.suppress(KeyboardInterrupt):
+                    signal.pause()
+                say("\nstopping nginx, the watcher and the origin")
+    finally:
+        origin.close()
+    return 0
+
+
+def walk_through(origin: Origin, cache_url: str, data: Path, env: dict[str, str]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="withcache-demo-"))
+    try:
+        hit_url = origin.base + "/vendor/cuda/cuda_demo_12.6.3_linux.run"
+        before = len(origin.requests)
+        status, err = curl_through_shim(cache_url, hit_url, tmp / "cuda.run")
+        asked = len(origin.requests) - before
+        say(f"5. hit:  curl {hit_url}")
+        say(
+            f"         exit {status}, {(tmp / 'cuda.run').stat().st_size} bytes, "
+            f"origin asked {asked} times (0 = served by the cache) {err}"
+        )
+        miss_url = origin.base + UNCACHED
+        before = len(origin.requests)
+        status, err = curl_through_shim(cache_url, miss_url, tmp / "tool.tgz")
+        asked = len(origin.requests) - before
+        say(f"6. miss: curl {miss_url}")
+        say(f"         exit {status}, fetched from the origin ({asked} request) {err}")
+        time.sleep(1.5)  # the watcher records the miss within a second or so
+        misses = subprocess.run(
+            withcache("misses", "--data", str(data)), env=env, capture_output=True, text=True
+        )
+        say("7. withcache misses:")
+        say("   " + (misses.stdout.strip() or misses.stderr.strip()).replace("\n", "\n   "))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say()
+    say("Open:")
+    say(f"  {cache_url}/               the index (hits, misses)")
+    say(f"  {cache_url}/catalog.json   the machine-readable catalog")
+    say(f"  {cache_url}{keys.cache_path(keys.normalize(hit_url))}")
+    say("Try:")
+    say(f"  WITHCACHE_SERVER={cache_url} sh shims/curlwithcache -O {hit_url}")
+    say(f"  python -m withcache misses --data {data}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
