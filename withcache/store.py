@@ -11,8 +11,9 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS artifacts (
@@ -47,7 +48,39 @@ SCHEMA = [
         last_seen REAL NOT NULL,
         clients INTEGER NOT NULL DEFAULT 0,
         last_ua TEXT,
-        dismissed INTEGER NOT NULL DEFAULT 0
+        dismissed INTEGER NOT NULL DEFAULT 0,
+        reported INTEGER NOT NULL DEFAULT 0
+    )""",
+    # Distinct clients per miss: misses.clients is their count.
+    """CREATE TABLE IF NOT EXISTS miss_clients (
+        key TEXT NOT NULL,
+        addr TEXT NOT NULL,
+        PRIMARY KEY (key, addr)
+    ) WITHOUT ROWID""",
+    # Where the watcher is in each log; written in the transaction of the counts it covers.
+    """CREATE TABLE IF NOT EXISTS log_offsets (
+        log TEXT PRIMARY KEY,
+        inode INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        tail BLOB NOT NULL,
+        updated REAL NOT NULL
+    )""",
+    # Running totals of what the watcher read (lines, hits, misses, invalid, garbage...).
+    """CREATE TABLE IF NOT EXISTS counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    )""",
+    # One row per `withcache report`: the totals it saw, so the next one shows the change.
+    """CREATE TABLE IF NOT EXISTS reports (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        counters TEXT NOT NULL
+    )""",
+    # Per-artifact hits at the last report (top artifacts since then).
+    """CREATE TABLE IF NOT EXISTS report_hits (
+        key TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
     )""",
 ]
 
@@ -137,3 +170,89 @@ def record_failure(conn: sqlite3.Connection, key: str, url: str, error: str) -> 
 
 def failures(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return list(conn.execute("SELECT key, url, error, at FROM sync_failures ORDER BY at"))
+
+
+# --- the watcher's part: hits, misses, log offsets, counters, reports ---------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A position in a log: inode and offset, plus the bytes just before the offset.
+
+    The bytes tell our file from a newcomer that reuses the inode number, and find
+    our file again after copytruncate made a copy of it.
+    """
+
+    inode: int
+    offset: int
+    tail: bytes = b""
+
+
+@dataclass
+class Traffic:
+    """What one batch of log lines adds up to; applied in one transaction."""
+
+    hits: dict[str, list[float]] = field(default_factory=dict)  # key -> [count, bytes, last]
+    # key -> [url, kind, count, first, last, last_ua]
+    misses: dict[str, list[Any]] = field(default_factory=dict)
+    clients: set[tuple[str, str]] = field(default_factory=set)  # (key, addr)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+def checkpoint(conn: sqlite3.Connection, log: str) -> Checkpoint | None:
+    row = conn.execute(
+        "SELECT inode, offset, tail FROM log_offsets WHERE log = ?", (log,)
+    ).fetchone()
+    return None if row is None else Checkpoint(row[0], row[1], bytes(row[2]))
+
+
+def record_traffic(conn: sqlite3.Connection, traffic: Traffic, log: str, at: Checkpoint) -> None:
+    """Add a batch's counts and move the log's checkpoint, all or nothing."""
+    with transaction(conn):
+        if traffic.hits:
+            conn.executemany(
+                "INSERT INTO hits (key, count, bytes, last_hit) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET count = count + excluded.count, "
+                "bytes = bytes + excluded.bytes, "
+                "last_hit = max(coalesce(last_hit, 0), excluded.last_hit)",
+                [(k, int(v[0]), int(v[1]), v[2]) for k, v in traffic.hits.items()],
+            )
+        if traffic.misses:
+            conn.executemany(
+                "INSERT INTO misses (key, url, kind, count, first_seen, last_seen, last_ua) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET count = count + excluded.count, "
+                "first_seen = min(first_seen, excluded.first_seen), "
+                "last_ua = CASE WHEN excluded.last_seen >= last_seen "
+                "THEN excluded.last_ua ELSE last_ua END, "
+                "last_seen = max(last_seen, excluded.last_seen)",
+                [(k, *v) for k, v in traffic.misses.items()],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO miss_clients (key, addr) VALUES (?, ?)", traffic.clients
+            )
+            conn.executemany(
+                "UPDATE misses SET clients = "
+                "(SELECT count(*) FROM miss_clients WHERE miss_clients.key = misses.key) "
+                "WHERE key = ?",
+                [(k,) for k in traffic.misses],
+            )
+        if traffic.counters:
+            add_counters(conn, traffic.counters)
+        conn.execute(
+            "INSERT OR REPLACE INTO log_offsets (log, inode, offset, tail, updated) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (log, at.inode, at.offset, at.tail, time.time()),
+        )
+
+
+def add_counters(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
+    conn.executemany(
+        "INSERT INTO counters (name, value) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+        [(k, v) for k, v in deltas.items() if v],
+    )
+
+
+def counters(conn: sqlite3.Connection) -> dict[str, int]:
+    return {r[0]: r[1] for r in conn.execute("SELECT name, value FROM counters")}

@@ -1,0 +1,214 @@
+"""Classify one line of nginx's JSON access log: a hit, a miss, or something to count.
+
+Pure: a line in (as `log_format withcache escape=json` writes it), plain data out.
+The watcher calls this a million times a minute, so the common paths avoid work:
+decoded tokens and timestamps are cached. Everything in a line comes from whoever
+sent the request, so nothing is trusted: a token that is not an http(s) URL is
+Invalid (counted, never a miss), and a line that is not our JSON is Garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import json.scanner
+import re
+from datetime import datetime
+from functools import lru_cache
+from typing import NamedTuple
+
+from withcache import keys
+
+PROJECT_PREFIX = "python:"  # misses.key of a missing Python project: python:<pep503 name>
+MAX_URI = 64 * 1024  # nginx answers 414 long before this; a longer "uri" was not nginx's
+MAX_UA = 300  # a user agent is context, not data: keep what a person reads
+
+_PEP508_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_PEP503_RUN = re.compile(r"[-_.]+")
+
+
+class Hit(NamedTuple):
+    """A GET answered 200/206 from the tree (HEAD probes are not hits)."""
+
+    key: str
+    bytes: int
+    time: float
+
+
+class Miss(NamedTuple):
+    """A 404 under /b/ for a token that decodes to an http(s) URL."""
+
+    key: str  # keys.normalize() of the decoded URL: what a manifest entry would produce
+    url: str  # the decoded URL as the client sent it (credentials dropped), for display
+    time: float
+    addr: str
+    ua: str
+
+
+class ProjectMiss(NamedTuple):
+    """A 404 under /simple/<project>/: pip or uv asked for a project the index lacks."""
+
+    project: str  # PEP 503 normalised
+    time: float
+    addr: str
+    ua: str
+
+    @property
+    def key(self) -> str:
+        return PROJECT_PREFIX + self.project
+
+
+class Invalid(NamedTuple):
+    """A request under /b/ or /simple/ that names no origin URL or project."""
+
+    reason: str
+
+
+class Ignored(NamedTuple):
+    """A well-formed line that is neither a hit nor a miss (index pages, HEAD 200, 304...)."""
+
+
+class Garbage(NamedTuple):
+    """Not a line our nginx wrote: counted and skipped."""
+
+    reason: str
+
+
+Parsed = Hit | Miss | ProjectMiss | Invalid | Ignored | Garbage
+
+IGNORED = Ignored()
+_NOT_JSON = Garbage("not JSON")
+_NOT_OBJECT = Garbage("not a JSON object")
+_NO_FIELDS = Garbage("no uri/status/method")
+_BAD_TIME = Garbage("bad time")
+_BAD_TOKEN = Invalid("token is not an http(s) URL")
+_BAD_PROJECT = Invalid("not a project name")
+_LONG_URI = Invalid("uri too long")
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+
+
+def parse_line(line: bytes | str) -> Parsed:
+    """Classify one log line (without its newline; a trailing newline is tolerated)."""
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", "replace")  # nginx writes a client's raw bytes >= 0x80
+    if not line.startswith("{"):
+        # A crash can leave a run of NUL bytes where a block was never written.
+        line = line.lstrip("\0 \t\r\n")
+    try:
+        d, end = _scan(line, 0)  # json.loads minus two regex calls and three frames
+    except (StopIteration, ValueError, RecursionError):
+        return _NOT_JSON
+    if end != len(line) and not line[end:].isspace():
+        return _NOT_JSON
+    if type(d) is not dict:
+        return _NOT_OBJECT
+    uri = d.get("uri")
+    status = d.get("status")
+    method = d.get("method")
+    if type(uri) is not str or type(status) is not int or type(method) is not str:
+        return _NO_FIELDS
+    if uri.startswith("/b/"):
+        if status == 404:
+            return _miss(d, uri, method)
+        if (status == 200 or status == 206) and method == "GET":
+            return _hit(d, uri)
+        return IGNORED
+    if status == 404 and uri.startswith("/simple/"):
+        return _project_miss(d, uri, method)
+    return IGNORED
+
+
+def _hit(d: dict[str, object], uri: str) -> Parsed:
+    if len(uri) > MAX_URI:
+        return _LONG_URI
+    key = _served_key(uri.partition("?")[0])
+    if key is None:
+        return _BAD_TOKEN
+    when = _when(d.get("time"))
+    if when is None:
+        return _BAD_TIME
+    n = d.get("bytes")
+    return Hit(key, n if type(n) is int and n > 0 else 0, when)
+
+
+def _miss(d: dict[str, object], uri: str, method: str) -> Parsed:
+    if method != "GET" and method != "HEAD":
+        return IGNORED
+    if len(uri) > MAX_URI:
+        return _LONG_URI
+    wanted = _wanted(uri.partition("?")[0])
+    if wanted is None:
+        return _BAD_TOKEN
+    when = _when(d.get("time"))
+    if when is None:
+        return _BAD_TIME
+    addr, ua = _client(d)
+    return Miss(wanted[0], wanted[1], when, addr, ua)
+
+
+def _project_miss(d: dict[str, object], uri: str, method: str) -> Parsed:
+    if method != "GET" and method != "HEAD":
+        return IGNORED
+    parts = uri.partition("?")[0][len("/simple/") :].split("/")
+    if parts == [""] or parts == ["", ""]:
+        return IGNORED  # the index root itself: no index configured
+    if len(parts) > 2 or (len(parts) == 2 and parts[1] != ""):
+        return IGNORED  # deeper paths are files, not projects
+    name = parts[0]
+    if len(name) > 200 or not _PEP508_NAME.match(name):
+        return _BAD_PROJECT
+    when = _when(d.get("time"))
+    if when is None:
+        return _BAD_TIME
+    addr, ua = _client(d)
+    return ProjectMiss(pep503(name), when, addr, ua)
+
+
+def pep503(name: str) -> str:
+    """PEP 503 normalised project name."""
+    return _PEP503_RUN.sub("-", name).lower()
+
+
+def _client(d: dict[str, object]) -> tuple[str, str]:
+    addr = d.get("addr")
+    ua = d.get("ua")
+    return (
+        addr[:64] if type(addr) is str else "",
+        ua[:MAX_UA] if type(ua) is str else "",
+    )
+
+
+@lru_cache(maxsize=8192)
+def _served_key(path: str) -> str | None:
+    """The key a served /b/ path names: the token decoded as is (nginx found that dir)."""
+    return keys.key_from_path(path)
+
+
+@lru_cache(maxsize=8192)
+def _wanted(path: str) -> tuple[str, str] | None:
+    """(key, display URL) of a 404'd /b/ path, or None when it names no http(s) URL."""
+    decoded = keys.key_from_path(path)
+    if decoded is None:
+        return None
+    try:
+        key = keys.normalize(decoded)
+    except keys.NotCacheable:
+        return None
+    return key, (key if keys.has_credentials(decoded) else decoded)
+
+
+def _when(value: object) -> float | None:
+    if type(value) is not str or len(value) > 40:
+        return None
+    return _epoch(value)
+
+
+@lru_cache(maxsize=256)
+def _epoch(value: str) -> float | None:
+    """nginx's $time_iso8601 as a Unix time; lines of one second share one string."""
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        return None
+    return t.timestamp()
