@@ -283,3 +283,23 @@ def test_changes_for_a_directory_that_appears_later(tmp_path: Path) -> None:
         assert not changes.wait(0.01)  # starts observing now
         append(log, b"x\n")
         assert changes.wait(5.0)
+
+
+def test_two_renames_within_the_grace_period_skip_no_file(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    clock = Clock()
+    w = Writer(log)
+    w.write(numbered(0, 3))
+    f = Follower(log, None, clock=clock)
+    got = drain(f)
+    for n, (a, b) in enumerate([(3, 6), (6, 9)], start=1):
+        log.rename(tmp_path / f"access.log.{n}")
+        w.reopen()
+        w.write(numbered(a, b))
+        got += drain(f)  # the successor is pinned, even if it is renamed away in turn
+    for _ in range(3):
+        clock.now += 2
+        got += drain(f)
+    assert got == expected(0, 9)
+    f.close()
+    w.close()

@@ -177,13 +177,27 @@ class Follower:
                 return False
             f.kind = "rotated"  # renamed or deleted: nginx may write to it until it reopens
             self._rotated_at = self.clock()
-            return False
         if f.kind == "rotated":
+            self._pin_successor(f)
             last = max(f.grew, self._rotated_at or 0.0)
             if self.clock() - last < self.grace:
                 return False
         self._finish(f)
         return True
+
+    def _pin_successor(self, f: _File) -> None:
+        """Hold the file that replaced `f` at the path, so that a second rotation during
+        the grace period cannot make us skip it."""
+        if self._after is not None:
+            return
+        fd = _open(self.path)
+        if fd is None:
+            return
+        ino = os.fstat(fd).st_ino
+        if ino == f.ino:
+            os.close(fd)
+            return
+        self._after = _File(fd, ino, 0, b"", "main", self.clock())
 
     def _finish(self, f: _File) -> None:
         """Done with a rotated file or a copy: on to what comes after it."""

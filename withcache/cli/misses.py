@@ -3,9 +3,353 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import signal
+import sqlite3
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
 
-from withcache.cli.common import Subparsers
+from withcache import add, manifest, misses, report, store, watch
+from withcache.cli.common import Subparsers, command, layout
+from withcache.errors import ManifestError, UsageError
+from withcache.settings import Layout
+
+DEFAULT_MANIFESTS = Path("manifests")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
-    return None
+    p = command(sub, parent, "watch", cmd_watch)
+    p.add_argument(
+        "--log",
+        type=Path,
+        help="access log to follow (default: DATA/log/access.log, the one `serve` writes)",
+    )
+    p.add_argument("--once", action="store_true", help="read up to the log's end, then exit")
+    p.add_argument(
+        "--status", action="store_true", help="show where the watcher is in the log, then exit"
+    )
+    p.add_argument("--json", action="store_true", help="with --status: as JSON")
+    p.add_argument(
+        "--auto",
+        action="store_true",
+        help="fetch misses whose host is in a manifest's auto.allow_hosts (off by default)",
+    )
+    p.add_argument(
+        "-m",
+        "--manifests",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="with --auto: manifests holding auto.allow_hosts (default: manifests/)",
+    )
+    p.add_argument(
+        "--auto-jobs", type=int, default=2, help="with --auto: parallel downloads (default 2)"
+    )
+    p.add_argument(
+        "--index-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="re-render index.html at most this often while counts change (0: never; default 60)",
+    )
+
+    p = command(sub, parent, "misses", cmd_misses)
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "dismiss"],
+        default="list",
+        help="list (default), or dismiss the given URLs / Python projects for good",
+    )
+    p.add_argument("targets", nargs="*", metavar="URL", help="with dismiss: what to hide")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON array of objects")
+    fmt.add_argument("--yaml", action="store_true", help="a manifest snippet, ready to paste")
+    p.add_argument("--all", action="store_true", help="include dismissed and cached ones")
+    p.add_argument("--limit", type=int, default=None, help="show at most this many")
+
+    p = command(sub, parent, "report", cmd_report)
+    p.add_argument("--format", choices=report.FORMATS, default="text", help="default: text")
+    p.add_argument(
+        "--html",
+        dest="format",
+        action="store_const",
+        const="html",
+        help="same as --format html (also writes www/report.html)",
+    )
+    p.add_argument(
+        "-m",
+        "--manifests",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="manifests, to tell which auto-filled artifacts are committed (default: manifests/)",
+    )
+    p.add_argument(
+        "--peek",
+        action="store_true",
+        help="show the report without marking it as sent (the next one repeats it)",
+    )
+
+    p = command(sub, parent, "add", cmd_add)
+    p.add_argument("urls", nargs="+", metavar="URL")
+    p.add_argument(
+        "-m",
+        "--manifest",
+        type=Path,
+        default=add.DEFAULT_FILE,
+        metavar="FILE",
+        help=f"manifest file to append to (default: {add.DEFAULT_FILE}, created if missing)",
+    )
+    p.add_argument(
+        "--sha256",
+        action="append",
+        metavar="HEX",
+        help="pin the hash; give it once per URL, in the same order",
+    )
+    p.add_argument("--keep-query", action="store_true", help="keep the query in the key")
+    p.add_argument(
+        "--against",
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help="manifests to refuse duplicates of (default: manifests/)",
+    )
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Follow nginx's access log: record misses and hits in the state DB.
+
+    A 404 under /b/ (GET or HEAD) is a miss of the decoded origin URL, a 404 under
+    /simple/<project>/ a missing Python project, a GET answered 200/206 a hit. The
+    log position is committed with the counts, so after a crash or `kill -9` the
+    watcher continues exactly where it stopped. It follows rotation by rename and by
+    copytruncate, waits for a log that does not exist yet, and stops cleanly on
+    SIGTERM or Ctrl-C. Run it as a service (withcache/deploy/withcache-watch.service).
+
+    example:
+      withcache watch --data /srv/withcache
+      withcache watch --data /srv/withcache --log /var/log/nginx/withcache.json.log
+      withcache watch --status            # how far behind the log's end is it?
+    """
+    lay = layout(args)
+    log = args.log or lay.access_log
+    if args.status:
+        return _print_status(lay, log, as_json=args.json)
+    verbose, quiet = args.verbose, args.quiet
+
+    def warn(msg: str) -> None:
+        print(f"withcache: warning: {msg}", file=sys.stderr, flush=True)
+
+    def say(msg: str) -> None:
+        if not quiet:
+            print(f"withcache: {msg}", file=sys.stderr, flush=True)
+
+    auto = None
+    if args.auto:
+        from withcache.autofill import AutoFill
+
+        hosts = _allow_hosts(args.manifests or [DEFAULT_MANIFESTS])
+        if not hosts:
+            raise UsageError("--auto: no manifest sets auto.allow_hosts; nothing may be fetched")
+        auto = AutoFill(lay, hosts, jobs=max(1, args.auto_jobs), say=say)
+        say(f"auto-fill on for {', '.join(sorted(hosts))}")
+
+    def committed(t: watch.Tally) -> None:
+        if auto is not None:
+            auto.offer(k for k, m in t.traffic.misses.items() if m[1] == "url")
+        if verbose:
+            say(
+                f"read {t.lines} lines: {t.hits} hits, {t.misses + t.project_misses} misses, "
+                f"{t.invalid} invalid, {t.garbage} garbage"
+            )
+
+    w = watch.Watcher(lay, log, warn=warn, on_commit=committed, index_every=args.index_every)
+    say(f"watching {log}" + (" (until its end)" if args.once else ""))
+    try:
+        with _stop_on_signals(w):
+            total = w.run(once=args.once)
+    finally:
+        if auto is not None:
+            auto.close()
+    say(
+        f"watch: {total.lines} lines read: {total.hits} hits, {total.misses} misses, "
+        f"{total.project_misses} missing projects, {total.invalid} invalid, "
+        f"{total.garbage} garbage"
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(w: watch.Watcher) -> Iterator[None]:
+    """SIGTERM and SIGINT ask the watcher to commit what it read and return."""
+
+    def handler(_sig: int, _frame: FrameType | None) -> None:
+        w.stop()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _allow_hosts(paths: list[Path]) -> list[str]:
+    existing = [p for p in paths if p.exists()]
+    if not existing:
+        return []
+    return list(manifest.load(existing).allow_hosts)
+
+
+def _print_status(lay: Layout, log: Path, *, as_json: bool) -> int:
+    st = watch.status(lay, log)
+    ck = st.checkpoint
+    if as_json:
+        doc = {
+            "log": st.log,
+            "inode": ck.inode if ck else None,
+            "offset": ck.offset if ck else None,
+            "updated": misses.iso(st.updated) if st.updated else None,
+            "size": st.size,
+            "behind": st.behind,
+            "counters": st.counters,
+        }
+        print(json.dumps(doc, indent=1))
+        return 0
+    where = f"byte {ck.offset:,} of inode {ck.inode}" if ck else "nothing read yet"
+    print(f"log: {st.log} ({where})")
+    if st.size is None:
+        print("the log does not exist (yet)")
+    elif st.behind is not None:
+        print(f"behind the log's end by {st.behind:,} bytes")
+    if st.updated:
+        print(f"last commit: {misses.iso(st.updated)}")
+    if st.counters:
+        print("totals: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.counters.items())))
+    return 0
+
+
+def cmd_misses(args: argparse.Namespace) -> int:
+    """List misses awaiting review, most requested first; or dismiss some for good.
+
+    A miss is an origin URL (or a Python project) someone asked the cache for and
+    did not get. It leaves the list once its key is in a manifest and synced, or
+    when dismissed. --yaml prints a snippet ready to paste into a manifest.
+
+    example:
+      withcache misses
+      withcache misses --yaml >> manifests/review.yaml   # then edit, check, PR
+      withcache misses dismiss https://vendor.example/typo.run torch
+    """
+    lay = layout(args)
+    conn = store.connect(lay.db)
+    try:
+        if args.action == "dismiss":
+            return _dismiss(conn, args.targets, quiet=args.quiet)
+        if args.targets:
+            raise UsageError("URLs are only taken by `withcache misses dismiss URL...`")
+        rows = misses.listing(conn, lay.www, everything=args.all, limit=args.limit)
+    finally:
+        conn.close()
+    if args.json:
+        print(json.dumps([r.as_json() for r in rows], indent=1, ensure_ascii=False))
+    elif args.yaml:
+        sys.stdout.write(misses.snippet([r for r in rows if r.status == misses.OPEN]))
+    else:
+        _print_misses(rows, show_status=args.all, quiet=args.quiet)
+    return 0
+
+
+def _dismiss(conn: sqlite3.Connection, targets: list[str], *, quiet: bool) -> int:
+    if not targets:
+        raise UsageError("dismiss what? give the URLs or Python project names to hide")
+    try:
+        done = misses.dismiss(conn, targets)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not quiet:
+        for key, seen in done:
+            note = "" if seen else " (not seen yet: hidden in advance)"
+            print(f"dismissed {report.clean(key)}{note}")
+    return 0
+
+
+def _print_misses(rows: list[misses.MissRow], *, show_status: bool, quiet: bool) -> None:
+    if not rows:
+        if not quiet:
+            print("No misses awaiting review.")
+        return
+    status = f"  {'STATUS':9}" if show_status else ""
+    print(f"{'REQUESTS':>8}  {'CLIENTS':>7}  {'LAST SEEN (UTC)':16}{status}  WANTED")
+    for r in rows:
+        st = f"  {r.status:9}" if show_status else ""
+        what = report.clean(r.url)
+        if r.kind == "project":
+            what = f"Python project {what}  -> requirements: [{what}]"
+        print(f"{r.count:>8}  {r.clients:>7}  {report.when(r.last_seen):16}{st}  {what}")
+    if not quiet:
+        print(
+            f"\n{len(rows)} shown. Add with `withcache add URL...` or `withcache misses --yaml`; "
+            "hide with `withcache misses dismiss URL`.",
+            file=sys.stderr,
+        )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """What is new since the previous report; prints nothing when nothing is (for cron).
+
+    News: new misses (with counts and a ready-to-paste line), artifacts that failed
+    to sync, new auto-filled artifacts not yet in a manifest. With news, it also
+    shows the hit ratio and bytes served since the previous report, the top
+    artifacts and disk use. --format html also writes DATA/www/report.html, linked
+    from the index. Cron mails a job's output only when there is some.
+
+    example:
+      withcache report --data /srv/withcache
+      # crontab: 0 7 * * *  withcache report --data /srv/withcache --format markdown
+    """
+    lay = layout(args)
+    keys = None
+    try:
+        keys = report.manifest_keys(args.manifests or [DEFAULT_MANIFESTS])
+    except ManifestError as exc:
+        print(
+            f"withcache: warning: manifests have problems ({len(exc.problems)}); "
+            "listing every auto-filled artifact. Run `withcache check`.",
+            file=sys.stderr,
+        )
+    report.run(lay, args.format, sys.stdout, manifest_keys=keys, peek=args.peek)
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    """Append URLs to a manifest as text, keeping its comments and layout.
+
+    Refuses invalid URLs and duplicates (across the manifests under manifests/)
+    with the same messages as `withcache check`, and writes nothing then. The
+    file is created if missing. Commit the change and open a pull request.
+
+    example:
+      withcache add https://vendor.example/cuda_12.6.3_linux.run
+      withcache add -m manifests/nvidia.yaml --sha256 5e2b...64 hex... URL
+    """
+    hashes = [add.normal_sha256(h) for h in args.sha256 or []]
+    if hashes and len(hashes) != len(args.urls):
+        raise UsageError(f"{len(hashes)} --sha256 for {len(args.urls)} URLs: give one per URL")
+    entries = [
+        add.NewEntry(url, hashes[i] if hashes else None, args.keep_query)
+        for i, url in enumerate(args.urls)
+    ]
+    against = args.against or [DEFAULT_MANIFESTS]
+    added = add.add(args.manifest, entries, against)
+    if not args.quiet:
+        print(
+            f"added {len(added)} entr{'y' if len(added) == 1 else 'ies'} to {args.manifest}; "
+            "next: withcache check, commit, pull request",
+            file=sys.stderr,
+        )
+    return 0

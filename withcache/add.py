@@ -1,0 +1,253 @@
+"""`withcache add`: append URLs to a manifest as text, keeping its comments and layout.
+
+A YAML round trip through a parser would drop every comment, and comments are what
+reviewers read. So the file is edited as text: the new entries go right after the
+last item of `artifacts:`, with that list's own indentation. The result is then
+validated exactly as `withcache check` would, together with the other manifests, and
+written (atomically) only if it passes; problems come out in check's own words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from withcache import keys, manifest
+from withcache.errors import ManifestError, Problem, UsageError
+from withcache.misses import yaml_scalar
+
+DEFAULT_FILE = Path("manifests/added.yaml")
+DEFAULT_DIR = Path("manifests")
+HEADER = (
+    "# URLs added with `withcache add`. Reviewed by pull request like any manifest;\n"
+    "# move entries to a better-named file whenever you like.\n"
+)
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    url: str
+    sha256: str | None = None
+    keep_query: bool = False
+
+    def lines(self, dash: int) -> list[str]:
+        pad = " " * dash
+        if not self.sha256 and not self.keep_query:
+            return [f"{pad}- {yaml_scalar(self.url)}"]
+        out = [f"{pad}- url: {yaml_scalar(self.url)}"]
+        if self.sha256:
+            out.append(f"{pad}  sha256: {self.sha256}")
+        if self.keep_query:
+            out.append(f"{pad}  keep_query: true")
+        return out
+
+
+def add(target: Path, entries: Sequence[NewEntry], against: Sequence[Path] = ()) -> list[str]:
+    """Append `entries` to `target` (created if missing); return their keys.
+
+    `against`: the other manifests (files or directories) duplicates are checked
+    against. Raises ManifestError with check's messages, and writes nothing, if any
+    entry is refused or the manifests were already broken.
+    """
+    _refuse_obvious(entries)
+    old = target.read_text(encoding="utf-8") if target.exists() else HEADER
+    new, first_line = append_entries(old, entries)
+    others = [
+        p
+        for p in manifest.manifest_files([a for a in against if a.exists()])
+        if not _same_file(p, target)
+    ]
+    _validate(target, new, first_line, entries, others)
+    _write(target, new)
+    return [keys.normalize(e.url, e.keep_query) for e in entries]
+
+
+def _refuse_obvious(entries: Sequence[NewEntry]) -> None:
+    """Bad URLs and hashes, said as check says them, before touching any text."""
+    problems = []
+    for e in entries:
+        why = manifest.url_problem(e.url)
+        if why:
+            problems.append(Problem(e.url, 0, why))
+        if e.sha256 is not None and not manifest.SHA256.match(e.sha256):
+            problems.append(Problem(e.url, 0, f"sha256 must be 64 hex digits, got {e.sha256!r}"))
+    if problems:
+        raise _Refused(problems)
+
+
+class _Refused(ManifestError):
+    """Problems of URLs not yet in any file: 'URL: message' instead of 'file:line:'."""
+
+    def __str__(self) -> str:
+        return "\n".join(f"{p.file}: {p.message}" if p.line == 0 else str(p) for p in self.problems)
+
+
+def _validate(
+    target: Path, text: str, first_line: int, entries: Sequence[NewEntry], others: list[Path]
+) -> None:
+    """Load the candidate text with the other manifests; map problems to the new URLs."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        try:
+            manifest.load([*others, Path(tmp)])
+        except ManifestError as exc:
+            raise _Refused(_relocate(exc.problems, tmp, target, first_line, entries)) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def _relocate(
+    problems: list[Problem], tmp: str, target: Path, first: int, entries: Sequence[NewEntry]
+) -> list[Problem]:
+    """Problems on the new lines become 'URL: message'; others keep file:line."""
+    starts = []
+    line = first
+    for e in entries:
+        starts.append((line, e))
+        line += len(e.lines(0))
+    out = []
+    for p in problems:
+        if p.file != tmp:
+            out.append(p)
+            continue
+        owner = next((e for start, e in reversed(starts) if p.line >= start), None)
+        if owner is not None and p.line >= first:
+            out.append(Problem(owner.url, 0, p.message))
+        else:
+            out.append(Problem(str(target), p.line, p.message))
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _write(target: Path, text: str) -> None:
+    """Replace the file atomically, keeping its permissions."""
+    mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# --- the text edit (pure) ----------------------------------------------------------------
+
+
+def append_entries(text: str, entries: Sequence[NewEntry]) -> tuple[str, int]:
+    """`text` with the entries appended to its artifacts list; and the 1-based line of
+    the first new entry. Raises UsageError when the layout cannot be extended as text."""
+    nl = "\r\n" if "\r\n" in text else "\n"
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"cannot parse the manifest to add to: {exc}") from None
+    if root is None:
+        return _at_end(text, entries, nl, with_key=True)
+    if not isinstance(root, yaml.MappingNode):
+        raise UsageError("the manifest to add to is not a mapping (expected 'artifacts:')")
+    pair = next(
+        (
+            (k, v)
+            for k, v in root.value
+            if isinstance(k, yaml.ScalarNode) and k.value == "artifacts"
+        ),
+        None,
+    )
+    if pair is None:
+        return _at_end(text, entries, nl, with_key=True)
+    key, value = pair
+    if isinstance(value, yaml.SequenceNode) and value.value and not value.flow_style:
+        return _after_last_item(text, value, entries, nl)
+    empty_flow = isinstance(value, yaml.SequenceNode) and not value.value
+    if empty_flow or (isinstance(value, yaml.ScalarNode) and value.tag.endswith(":null")):
+        # `artifacts:`, `artifacts: ~` or `artifacts: []`: drop the token, add a block list
+        start, end = value.start_mark.index, value.end_mark.index
+        if end > start and value.start_mark.line == key.start_mark.line:
+            text = text[:start].rstrip(" ") + text[end:]
+        return _insert(text, _line_end(text, key.start_mark.line), entries, 2, nl)
+    raise UsageError(
+        "'artifacts' is not a block list (one '- URL' per line); make it one, then add"
+    )
+
+
+def _at_end(text: str, entries: Sequence[NewEntry], nl: str, *, with_key: bool) -> tuple[str, int]:
+    if text and not text.endswith("\n"):
+        text += nl
+    if with_key:
+        text += "artifacts:" + nl
+    return _insert(text, len(text), entries, 2, nl)
+
+
+def _after_last_item(
+    text: str, seq: yaml.SequenceNode, entries: Sequence[NewEntry], nl: str
+) -> tuple[str, int]:
+    first = seq.value[0]
+    line_start = text.rfind("\n", 0, first.start_mark.index) + 1
+    dash = text.rfind("-", line_start, first.start_mark.index)
+    if dash < 0:
+        raise UsageError("cannot find the artifacts list's '-' to line up with")
+    end = _deepest_end(seq.value[-1])
+    return _insert(text, _line_end(text, end.line, end), entries, dash - line_start, nl)
+
+
+def _deepest_end(node: yaml.Node) -> yaml.Mark:
+    """Where a block item's content really ends (a mapping's own end mark can lie past
+    comments and blank lines that follow it)."""
+    while True:
+        if isinstance(node, yaml.MappingNode) and node.value and not node.flow_style:
+            node = node.value[-1][1]
+        elif isinstance(node, yaml.SequenceNode) and node.value and not node.flow_style:
+            node = node.value[-1]
+        else:
+            return node.end_mark
+
+
+def _line_end(text: str, line: int, mark: yaml.Mark | None = None) -> int:
+    """The index just past the newline of 0-based `line` (or of the mark's line)."""
+    if mark is not None and mark.column == 0 and mark.index > 0 and text[mark.index - 1] == "\n":
+        return mark.index  # a block scalar's end mark is already at the next line
+    idx = 0
+    for _ in range(line):
+        idx = text.index("\n", idx) + 1
+    eol = text.find("\n", idx)
+    return len(text) if eol < 0 else eol + 1
+
+
+def _insert(text: str, at: int, entries: Sequence[NewEntry], dash: int, nl: str) -> tuple[str, int]:
+    if at == len(text) and text and not text.endswith("\n"):
+        text += nl
+        at = len(text)
+    first_line = text.count("\n", 0, at) + 1
+    block = "".join(line + nl for e in entries for line in e.lines(dash))
+    return text[:at] + block + text[at:], first_line
+
+
+_HEX = re.compile(r"^(?:sha256:)?[0-9a-fA-F]{64}$")
+
+
+def normal_sha256(value: str) -> str:
+    """Accept `sha256:` prefixes and upper case, as check does."""
+    return value.lower().removeprefix("sha256:") if _HEX.match(value) else value

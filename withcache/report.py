@@ -1,0 +1,373 @@
+"""`withcache report`: what is new since the previous report, for cron.
+
+News is a new miss, a sync failure since the previous report, or a new auto-filled
+artifact. With no news the report prints nothing (cron mails nothing); with news it
+also shows the context: traffic and hit ratio since the previous report, the top
+artifacts, disk use. The state ("what the previous report saw") is in the DB and is
+advanced in the same transaction that reads it, and only once the output is written.
+
+Misses and user agents are attacker-controlled: text and markdown output neutralise
+control and bidi characters, HTML is autoescaped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import jinja2
+
+from withcache import __version__, index, store
+from withcache.misses import MissRow, iso, listing
+from withcache.progress import human
+from withcache.settings import Layout
+from withcache.tree import atomic_write
+
+FORMATS = ("text", "markdown", "html", "json")
+SHOW_NEW = 50
+SHOW_AGAIN = 10
+SHOW_TOP = 10
+TRAFFIC = ("lines", "hits", "hit_bytes", "misses", "project_misses", "invalid", "garbage")
+
+
+@dataclass(frozen=True)
+class Failure:
+    url: str
+    error: str
+    at: float
+
+
+@dataclass(frozen=True)
+class AutoFilled:
+    url: str
+    name: str
+    size: int
+    fetched_at: float
+    new: bool
+
+
+@dataclass(frozen=True)
+class Top:
+    name: str
+    url: str
+    hits: int
+    bytes: int
+
+
+@dataclass
+class Report:
+    """Everything one report says; rendered as text, markdown, HTML or JSON."""
+
+    generated: float
+    since: float | None
+    where: str
+    new_misses: list[MissRow] = field(default_factory=list)
+    new_total: int = 0
+    again: list[tuple[MissRow, int]] = field(default_factory=list)
+    again_total: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    auto: list[AutoFilled] = field(default_factory=list)
+    traffic: dict[str, int] = field(default_factory=dict)
+    top: list[Top] = field(default_factory=list)
+    artifacts: int = 0
+    disk_used: int = 0
+    disk_free: int | None = None
+    watcher_at: float | None = None
+
+    @property
+    def news(self) -> bool:
+        return bool(self.new_total or self.failures or any(a.new for a in self.auto))
+
+    @property
+    def hit_ratio(self) -> float | None:
+        hits = self.traffic.get("hits", 0)
+        asked = hits + self.traffic.get("misses", 0)
+        return hits / asked if asked else None
+
+
+def build(
+    conn: sqlite3.Connection, layout: Layout, manifest_keys: set[str] | None = None
+) -> Report:
+    """Read what changed since the previous report (call inside a transaction)."""
+    prev = conn.execute("SELECT at, counters FROM reports ORDER BY id DESC LIMIT 1").fetchone()
+    since = prev[0] if prev else None
+    before: dict[str, int] = json.loads(prev[1]) if prev else {}
+    rep = Report(time.time(), since, f"{socket.gethostname()}:{layout.root.resolve()}")
+
+    fresh = listing(conn, layout.www, where="m.reported = 0 AND m.count > 0")
+    rep.new_total, rep.new_misses = len(fresh), fresh[:SHOW_NEW]
+    again = listing(conn, layout.www, where="m.reported > 0 AND m.count > m.reported")
+    rep.again_total = len(again)
+    rep.again = [(m, m.count - m.reported) for m in again[:SHOW_AGAIN]]
+
+    rows = conn.execute(
+        "SELECT url, error, at FROM sync_failures WHERE at > ? ORDER BY at", (since or 0,)
+    )
+    rep.failures = [Failure(*r) for r in rows]
+    for a in store.artifacts(conn).values():
+        rep.artifacts += 1
+        rep.disk_used += a.size
+        if a.source == "auto" and (manifest_keys is None or a.key not in manifest_keys):
+            new = since is None or a.fetched_at > since
+            rep.auto.append(AutoFilled(a.url, a.name, a.size, a.fetched_at, new))
+    rep.auto.sort(key=lambda a: (-a.fetched_at, a.url))
+
+    now = store.counters(conn)
+    rep.traffic = {k: now.get(k, 0) - before.get(k, 0) for k in TRAFFIC}
+    rows = conn.execute(
+        "SELECT a.name, a.url, h.count - coalesce(r.count, 0) AS n, "
+        "h.bytes - coalesce(r.bytes, 0) FROM hits h JOIN artifacts a ON a.key = h.key "
+        "LEFT JOIN report_hits r ON r.key = h.key WHERE n > 0 ORDER BY n DESC, a.name LIMIT ?",
+        (SHOW_TOP,),
+    )
+    rep.top = [Top(*r) for r in rows]
+    rep.disk_free = _free(layout)
+    rep.watcher_at = conn.execute("SELECT max(updated) FROM log_offsets").fetchone()[0]
+    return rep
+
+
+def mark(conn: sqlite3.Connection, rep: Report) -> None:
+    """Remember what this report saw, so the next one shows only what is newer."""
+    conn.execute(
+        "INSERT INTO reports (at, counters) VALUES (?, ?)",
+        (rep.generated, json.dumps(store.counters(conn))),
+    )
+    conn.execute("UPDATE misses SET reported = count WHERE reported != count")
+    conn.execute("DELETE FROM report_hits")
+    conn.execute("INSERT INTO report_hits SELECT key, count, bytes FROM hits")
+
+
+def run(
+    layout: Layout,
+    fmt: str,
+    out: TextIO,
+    *,
+    manifest_keys: set[str] | None = None,
+    peek: bool = False,
+) -> bool:
+    """Print the report if there is news (and write www/report.html for html); True if so.
+
+    The state advances only after the output was written: a report that could not be
+    delivered is shown again next time.
+    """
+    conn = store.connect(layout.db)
+    try:
+        with store.transaction(conn):
+            rep = build(conn, layout, manifest_keys)
+            if not rep.news:
+                return False
+            text = render(rep, fmt)
+            if fmt == "html":
+                layout.www.mkdir(parents=True, exist_ok=True)
+                atomic_write(layout.www / "report.html", text.encode())
+            out.write(text)
+            out.flush()
+            if not peek:
+                mark(conn, rep)
+    finally:
+        conn.close()
+    if fmt == "html":
+        index.render(layout)  # the index links the report once it exists
+    return True
+
+
+def _free(layout: Layout) -> int | None:
+    for d in (layout.www, layout.root):
+        try:
+            vfs = os.statvfs(d)
+        except OSError:
+            continue
+        return vfs.f_bavail * vfs.f_frsize
+    return None
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def render(rep: Report, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(as_json(rep), indent=1, ensure_ascii=False) + "\n"
+    if fmt == "html":
+        return _env().get_template("report.html").render(r=rep, version=__version__)
+    if fmt == "markdown":
+        return _markdown(rep)
+    return _text(rep)
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("withcache", "templates"),
+        autoescape=True,  # miss URLs and user agents are whatever a client sent
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["human"] = human
+    env.filters["when"] = when
+    return env
+
+
+def clean(s: str) -> str:
+    """Control and format characters (ESC, bidi overrides...) made visible, not obeyed."""
+    if s.isprintable():
+        return s
+    return "".join(
+        c if c == " " or unicodedata.category(c)[0] not in "CZ" else f"\\u{ord(c):04x}" for c in s
+    )
+
+
+def when(ts: float | None) -> str:
+    return index.when(ts) or "never"
+
+
+def _what(m: MissRow) -> str:
+    if m.kind == "project":
+        return f"Python project {clean(m.url)}  -> requirements: [{clean(m.url)}]"
+    return clean(m.url)
+
+
+def _traffic_line(rep: Report) -> str:
+    t = rep.traffic
+    ratio = rep.hit_ratio
+    r = f" (hit ratio {ratio:.1%})" if ratio is not None else ""
+    return (
+        f"{t['hits']:,} hits, {t['misses'] + t['project_misses']:,} misses{r}, "
+        f"{human(t['hit_bytes'])} served; {t['invalid']:,} invalid requests, "
+        f"{t['garbage']:,} garbage log lines, {t['lines']:,} lines read"
+    )
+
+
+def _disk_line(rep: Report) -> str:
+    free = f", {human(rep.disk_free)} free" if rep.disk_free is not None else ""
+    return f"{human(rep.disk_used)} in {rep.artifacts} artifacts{free}"
+
+
+def _text(rep: Report) -> str:
+    since = f" (previous report {when(rep.since)} UTC)" if rep.since else " (first report)"
+    out = [f"withcache report for {clean(rep.where)}, {when(rep.generated)} UTC{since}", ""]
+    if rep.new_total:
+        out.append(f"New misses ({rep.new_total}):")
+        out.append(f"  {'REQUESTS':>8}  {'CLIENTS':>7}  {'LAST SEEN (UTC)':16}  WANTED")
+        for m in rep.new_misses:
+            out.append(f"  {m.count:>8}  {m.clients:>7}  {when(m.last_seen):16}  {_what(m)}")
+        if rep.new_total > len(rep.new_misses):
+            out.append(f"  ... and {rep.new_total - len(rep.new_misses)} more")
+        out.append("  Add with `withcache add URL...` (or `withcache misses --yaml`), then a PR.")
+        out.append("")
+    if rep.again_total:
+        out.append(f"Older misses requested again ({rep.again_total}):")
+        for m, n in rep.again:
+            out.append(f"  {n:>8} more  (total {m.count})  {_what(m)}")
+        out.append("")
+    if rep.failures:
+        out.append(f"Failed to sync ({len(rep.failures)}):")
+        for f in rep.failures:
+            out.append(f"  {clean(f.url)}: {clean(f.error)} ({when(f.at)} UTC)")
+        out.append("")
+    if rep.auto:
+        out.append(f"Auto-filled, not yet in a manifest ({len(rep.auto)}):")
+        for a in rep.auto:
+            new = "new, " if a.new else ""
+            out.append(f"  {clean(a.url)} ({new}{human(a.size)}, fetched {when(a.fetched_at)})")
+        out.append("")
+    out.append("Since the previous report: " + _traffic_line(rep))
+    if rep.top:
+        out.append("Top artifacts:")
+        for t in rep.top:
+            out.append(f"  {t.hits:>8} hits  {human(t.bytes):>10}  {clean(t.name)}")
+    out.append("Disk: " + _disk_line(rep))
+    out.append(f"Watcher: last read the log {when(rep.watcher_at)} UTC")
+    return "\n".join(out) + "\n"
+
+
+def _code(s: str) -> str:
+    """A markdown code span that nothing inside can break out of (tables included)."""
+    s = clean(s).replace("|", "\\|")
+    run = longest = 0
+    for c in s:
+        run = run + 1 if c == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def _markdown(rep: Report) -> str:
+    since = f"previous report {when(rep.since)} UTC" if rep.since else "first report"
+    out = [
+        f"## withcache report, {when(rep.generated)} UTC",
+        "",
+        f"{_code(rep.where)}, {since}",
+        "",
+    ]
+    if rep.new_total:
+        out += [f"### New misses ({rep.new_total})", ""]
+        out += ["| Requests | Clients | Last seen (UTC) | Wanted |", "|---:|---:|---|---|"]
+        for m in rep.new_misses:
+            what = (
+                f"Python project {_code(m.url)}: add {_code(f'requirements: [{m.url}]')}"
+                if m.kind == "project"
+                else _code(m.url)
+            )
+            out.append(f"| {m.count} | {m.clients} | {when(m.last_seen)} | {what} |")
+        if rep.new_total > len(rep.new_misses):
+            out.append(f"\n... and {rep.new_total - len(rep.new_misses)} more")
+        out += ["", "Add with `withcache add URL...` (or `withcache misses --yaml`).", ""]
+    if rep.again_total:
+        out += [f"### Older misses requested again ({rep.again_total})", ""]
+        out += [f"- {n} more (total {m.count}): {_code(m.url)}" for m, n in rep.again]
+        out.append("")
+    if rep.failures:
+        out += [f"### Failed to sync ({len(rep.failures)})", ""]
+        out += [f"- {_code(f.url)}: {_code(f.error)} ({when(f.at)} UTC)" for f in rep.failures]
+        out.append("")
+    if rep.auto:
+        out += [f"### Auto-filled, not yet in a manifest ({len(rep.auto)})", ""]
+        out += [f"- {_code(a.url)} ({'new, ' if a.new else ''}{human(a.size)})" for a in rep.auto]
+        out.append("")
+    out += ["### Traffic", "", "Since the previous report: " + _traffic_line(rep), ""]
+    if rep.top:
+        out += ["| Hits | Served | Artifact |", "|---:|---:|---|"]
+        out += [f"| {t.hits} | {human(t.bytes)} | {_code(t.name)} |" for t in rep.top]
+        out.append("")
+    out.append("Disk: " + _disk_line(rep) + "  ")
+    out.append(f"Watcher: last read the log {when(rep.watcher_at)} UTC")
+    return "\n".join(out) + "\n"
+
+
+def as_json(rep: Report) -> dict[str, Any]:
+    return {
+        "generated": iso(rep.generated),
+        "since": iso(rep.since) if rep.since else None,
+        "where": rep.where,
+        "news": rep.news,
+        "new_misses": [m.as_json() for m in rep.new_misses],
+        "new_misses_total": rep.new_total,
+        "requested_again": [dict(m.as_json(), new_requests=n) for m, n in rep.again],
+        "requested_again_total": rep.again_total,
+        "sync_failures": [dict(asdict(f), at=iso(f.at)) for f in rep.failures],
+        "auto_filled_not_in_manifest": [
+            dict(asdict(a), fetched_at=iso(a.fetched_at)) for a in rep.auto
+        ],
+        "traffic": dict(rep.traffic, hit_ratio=rep.hit_ratio),
+        "top_artifacts": [asdict(t) for t in rep.top],
+        "disk": {"artifacts": rep.artifacts, "used": rep.disk_used, "free": rep.disk_free},
+        "watcher_last_read": iso(rep.watcher_at) if rep.watcher_at else None,
+    }
+
+
+def manifest_keys(paths: list[Path]) -> set[str] | None:
+    """Keys the manifests list (to tell auto-filled artifacts not yet committed), or None."""
+    from withcache import manifest
+
+    existing = [p for p in paths if p.exists()]
+    if not existing:
+        return None
+    return set(manifest.load(existing).by_key())

@@ -1,0 +1,255 @@
+"""`withcache watch`: access-log lines in, hits and misses out.
+
+Lines are parsed and added up in memory, then written in one transaction together
+with the log position they reach, so `kill -9` at any moment neither loses nor
+double-counts a line: after a restart the watcher continues from the last commit.
+Batches are large (up to BATCH_LINES lines or BATCH_SECONDS) while catching up and
+one commit per wake-up when following live traffic, which keeps a miss queryable
+within milliseconds of nginx writing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from withcache import index, store
+from withcache.accesslog import Hit, Ignored, Invalid, Miss, ProjectMiss, parse_line
+from withcache.errors import LockedError
+from withcache.settings import Layout
+from withcache.tail import Block, Changes, Follower, Warn
+
+BATCH_LINES = 100_000
+BATCH_SECONDS = 0.5
+RECHECK = 1.0  # seconds between safety re-checks when no change event arrives
+SETTLE = 0.1  # re-check interval while a rotated log is still being read
+COUNTERS = ("lines", "hits", "hit_bytes", "misses", "project_misses", "invalid", "garbage")
+
+
+@dataclass
+class Tally:
+    """The lines read since the last commit, added up."""
+
+    traffic: store.Traffic = field(default_factory=store.Traffic)
+    lines: int = 0
+    hits: int = 0
+    hit_bytes: int = 0
+    misses: int = 0
+    project_misses: int = 0
+    invalid: int = 0
+    garbage: int = 0
+
+    def add(self, block: Block) -> None:
+        self.garbage += block.oversize
+        self.lines += block.oversize
+        if not block.data:
+            return
+        lines = block.data.decode("utf-8", "replace").split("\n")
+        lines.pop()  # a block ends with a newline: the last piece is empty
+        self.lines += len(lines)
+        hits = self.traffic.hits
+        misses = self.traffic.misses
+        clients = self.traffic.clients
+        for line in lines:
+            r = parse_line(line)
+            if type(r) is Hit:
+                h = hits.get(r.key)
+                if h is None:
+                    hits[r.key] = [1, r.bytes, r.time]
+                else:
+                    h[0] += 1
+                    h[1] += r.bytes
+                    if r.time > h[2]:
+                        h[2] = r.time
+                self.hits += 1
+                self.hit_bytes += r.bytes
+            elif type(r) is Miss or type(r) is ProjectMiss:
+                key = r.key
+                m = misses.get(key)
+                if m is None:
+                    if isinstance(r, Miss):
+                        misses[key] = [r.url, "url", 1, r.time, r.time, r.ua]
+                    else:
+                        misses[key] = [r.project, "project", 1, r.time, r.time, r.ua]
+                else:
+                    m[2] += 1
+                    if r.time < m[3]:
+                        m[3] = r.time
+                    if r.time >= m[4]:
+                        m[4] = r.time
+                        m[5] = r.ua
+                if r.addr:
+                    clients.add((key, r.addr))
+                if type(r) is Miss:
+                    self.misses += 1
+                else:
+                    self.project_misses += 1
+            elif type(r) is Ignored:
+                continue
+            elif type(r) is Invalid:
+                self.invalid += 1
+            else:
+                self.garbage += 1
+
+    def counters(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in COUNTERS}
+
+
+class Watcher:
+    """Follows one access log into the state DB until stopped."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        log: Path,
+        *,
+        warn: Warn = lambda _msg: None,
+        on_commit: Callable[[Tally], None] | None = None,
+        index_every: float = 0.0,
+    ) -> None:
+        self.layout = layout
+        self.log = log
+        self.log_id = log_id(log)
+        self.warn = warn
+        self.on_commit = on_commit
+        self.index_every = index_every
+        self.totals = Tally()
+        self._stop = threading.Event()
+        self._changes = Changes(log)
+        self._index_due: float | None = None
+
+    def stop(self) -> None:
+        """Ask run() to commit what it read and return (safe from a signal handler)."""
+        self._stop.set()
+        self._changes.wake()
+
+    def run(self, *, once: bool = False) -> Tally:
+        """Follow the log; with `once`, stop at its current end. Returns what was read."""
+        with locked(self.layout), contextlib.closing(store.connect(self.layout.db)) as conn:
+            start = store.checkpoint(conn, self.log_id)
+            follower = Follower(self.log, start, warn=self.warn)
+            try:
+                with self._changes:
+                    self._loop(conn, follower, once)
+            finally:
+                follower.close()
+                self._render_index(force=self._index_due is not None)
+        return self.totals
+
+    def _loop(self, conn: sqlite3.Connection, follower: Follower, once: bool) -> None:
+        tally: Tally | None = None
+        at = follower.position
+        started = time.monotonic()
+        while True:
+            block = follower.read()
+            if block is not None:
+                if tally is None:
+                    tally, started = Tally(), time.monotonic()
+                tally.add(block)
+                at = block.at
+                full = tally.lines >= BATCH_LINES or time.monotonic() - started >= BATCH_SECONDS
+                if not full and not self._stop.is_set():
+                    continue
+            if tally is not None:
+                self._commit(conn, tally, at)
+                tally = None
+            if self._stop.is_set():
+                return
+            if block is not None:
+                continue
+            if once and not follower.settling:
+                return
+            self._render_index()
+            self._changes.wait(SETTLE if follower.settling else RECHECK)
+
+    def _commit(self, conn: sqlite3.Connection, tally: Tally, at: store.Checkpoint) -> None:
+        counts = tally.counters()
+        tally.traffic.counters = counts
+        store.record_traffic(conn, tally.traffic, self.log_id, at)
+        for name, n in counts.items():
+            setattr(self.totals, name, getattr(self.totals, name) + n)
+        if self.index_every and (tally.traffic.hits or tally.traffic.misses):
+            self._index_due = self._index_due or time.monotonic() + self.index_every
+        if self.on_commit is not None:
+            self.on_commit(tally)
+
+    def _render_index(self, force: bool = False) -> None:
+        """Keep index.html's hit counts and misses fresh, at most every `index_every` s."""
+        due = self._index_due
+        if due is None or (not force and time.monotonic() < due):
+            return
+        self._index_due = None
+        try:
+            index.render(self.layout)
+        except OSError as exc:
+            self.warn(f"cannot re-render the index: {exc}")
+
+
+def log_id(log: Path) -> str:
+    """The name a log's checkpoint is stored under."""
+    return os.path.abspath(log)
+
+
+@contextlib.contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    """One watcher per data dir: two would count every line twice."""
+    layout.state.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.state / "watch.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise LockedError(
+                f"another watcher is running on {layout.root} (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where the watcher is in a log, and how far behind the log's end."""
+
+    log: str
+    checkpoint: store.Checkpoint | None
+    updated: float | None
+    size: int | None  # of the log file now
+    behind: int | None  # bytes not yet read, when the checkpoint is in the current file
+    counters: dict[str, int]
+
+
+def status(layout: Layout, log: Path) -> Status:
+    conn = store.connect(layout.db)
+    try:
+        lid = log_id(log)
+        ckpt = store.checkpoint(conn, lid)
+        row = conn.execute("SELECT updated FROM log_offsets WHERE log = ?", (lid,)).fetchone()
+        counts = store.counters(conn)
+    finally:
+        conn.close()
+    try:
+        st = os.stat(log)
+    except OSError:
+        st = None
+    behind = None
+    if st is not None:
+        behind = st.st_size - ckpt.offset if ckpt and ckpt.inode == st.st_ino else st.st_size
+    return Status(
+        lid,
+        ckpt,
+        row[0] if row else None,
+        st.st_size if st else None,
+        behind,
+        counts,
+    )
