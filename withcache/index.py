@@ -10,11 +10,13 @@ import json
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from withcache import __version__, keys, store
+from withcache.misses import listing as open_misses
 from withcache.progress import human
 from withcache.settings import Layout
 from withcache.tree import atomic_write
@@ -60,8 +62,11 @@ def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
-def gather(conn: sqlite3.Connection) -> tuple[list[Row], list[dict[str, Any]]]:
-    """Artifacts with their hit counts, and open misses, most requested first."""
+def gather(
+    conn: sqlite3.Connection, www: Path | None = None
+) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Artifacts with their hit counts, and open misses, most requested first
+    (a missing Python project counts as found once www/simple/ has its page)."""
     hits = {
         r["key"]: (r["count"], r["last_hit"])
         for r in conn.execute("SELECT key, count, last_hit FROM hits")
@@ -84,12 +89,15 @@ def gather(conn: sqlite3.Connection) -> tuple[list[Row], list[dict[str, Any]]]:
         )
     rows.sort(key=lambda r: (r.name.lower(), r.url))
     misses = [
-        dict(r)
-        for r in conn.execute(
-            "SELECT url, kind, count, first_seen, last_seen FROM misses "
-            "WHERE dismissed = 0 AND key NOT IN (SELECT key FROM artifacts) "
-            "ORDER BY count DESC, last_seen DESC LIMIT 200"
-        )
+        {
+            "url": m.url,
+            "kind": m.kind,
+            "count": m.count,
+            "clients": m.clients,
+            "first_seen": m.first_seen,
+            "last_seen": m.last_seen,
+        }
+        for m in open_misses(conn, www, limit=200)
     ]
     return rows, misses
 
@@ -99,7 +107,7 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
     layout.www.mkdir(parents=True, exist_ok=True)
     conn = store.connect(layout.db)
     try:
-        rows, misses = gather(conn)
+        rows, misses = gather(conn, layout.www)
     finally:
         conn.close()
     generated = time.time() if timestamp else None
