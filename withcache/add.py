@@ -72,10 +72,15 @@ def add(target: Path, entries: Sequence[NewEntry], against: Sequence[Path] = ())
 def _refuse_obvious(entries: Sequence[NewEntry]) -> None:
     """Bad URLs and hashes, said as check says them, before touching any text."""
     problems = []
+    seen: set[str] = set()
     for e in entries:
         why = manifest.url_problem(e.url)
         if why:
             problems.append(Problem(e.url, 0, why))
+        elif (key := keys.normalize(e.url, e.keep_query)) in seen:
+            problems.append(Problem(e.url, 0, "duplicate URL, given twice here"))
+        else:
+            seen.add(key)
         if e.sha256 is not None and not manifest.SHA256.match(e.sha256):
             problems.append(Problem(e.url, 0, f"sha256 must be 64 hex digits, got {e.sha256!r}"))
     if problems:
@@ -121,11 +126,12 @@ def _relocate(
         if p.file != tmp:
             out.append(p)
             continue
+        message = p.message.replace(tmp, str(target))
         owner = next((e for start, e in reversed(starts) if p.line >= start), None)
         if owner is not None and p.line >= first:
-            out.append(Problem(owner.url, 0, p.message))
+            out.append(Problem(owner.url, 0, message))
         else:
-            out.append(Problem(str(target), p.line, p.message))
+            out.append(Problem(str(target), p.line, message))
     return out
 
 
