@@ -424,3 +424,44 @@ def test_once_reads_from_the_start_without_a_checkpoint_then_only_what_is_new(
     status = run_withcache("watch", "--status", "--json", "--data", str(data), "--log", str(log))
     doc = json.loads(status.stdout)
     assert (doc["offset"], doc["behind"]) == (log.stat().st_size, 0)
+
+
+DEPLOY = ROOT / "withcache" / "deploy"
+
+
+def test_deployment_files_run_real_commands() -> None:
+    """Every withcache command line in the units and the crontab parses as written."""
+    import re
+    import shlex
+
+    from withcache.cli import build_parser
+
+    seen = set()
+    for f in sorted(DEPLOY.iterdir()):
+        commands = [  # ExecStart= lines and crontab entries
+            x
+            for x in f.read_text().splitlines()
+            if x.startswith("ExecStart=") or x[:1] in "0123456789*@"
+        ]
+        text = "\n".join(commands)
+        for m in re.finditer(
+            r"\bwithcache ((?:watch|sync|report|misses|add)[^;|&)>'\"$\n]*)", text
+        ):
+            args = shlex.split(m.group(1))
+            ns = build_parser().parse_args(args)  # exits (fails the test) on a bad option
+            seen.add(ns.command)
+    assert {"watch", "sync", "report"} <= seen
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="no systemd-analyze")
+def test_systemd_units_verify() -> None:
+    units = [str(p) for p in sorted(DEPLOY.glob("withcache-*.*"))]
+    r = subprocess.run(
+        ["systemd-analyze", "verify", *units], capture_output=True, text=True, cwd=DEPLOY
+    )
+    complaints = [
+        line
+        for line in (r.stdout + r.stderr).splitlines()
+        if line.strip() and "is not executable" not in line  # /usr/local/bin/withcache here
+    ]
+    assert complaints == []
