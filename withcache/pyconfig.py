@@ -1,14 +1,181 @@
-"""The manifest's `python:` section (the package index front door)."""
+"""The manifest's `python:` section: which packages the Python index serves.
+
+Validated like the rest of the manifest (every problem as file:line, nothing on
+the network, nothing on disk: `withcache check` runs as a pull-request gate on
+machines that have no wheelhouse). Wheelhouse directories are checked at sync time.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
 
 from withcache.errors import Problem
+from withcache.manifest import _bool, _Ctx, _mapping, _show, _string, url_problem
+from withcache.pyindex.targets import platform_problem
+
+PYPI = "https://pypi.org/simple/"
+KEYS = {"index", "requirements", "python", "platforms", "sdists", "wheelhouse"}
+PYTHON_VERSION = re.compile(r"^3\.[0-9]{1,2}$")
+
+
+@dataclass(frozen=True)
+class Requested:
+    """One requirement line as written, with where it was written."""
+
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class PythonConfig:
+    """One manifest file's `python:` section, validated."""
+
+    file: str
+    line: int
+    index: str = PYPI
+    requirements: tuple[Requested, ...] = ()
+    python: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    sdists: bool = False
+    wheelhouse: tuple[Path, ...] = ()
+    requirements_line: int = 0
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    @property
+    def requirements_where(self) -> str:
+        """Where a resolution failure points: the requirements list."""
+        return f"{self.file}:{self.requirements_line or self.line}"
 
 
 def parse(node: yaml.Node, file: str, problems: list[Problem]) -> list[object]:
-    """Validate a `python:` section; the package-index work fills this in."""
+    """Validate a `python:` section; return [PythonConfig] or [] after recording problems."""
+    ctx = _Ctx(file, problems)
+    before = len(problems)
+    m = _mapping(node, ctx, "python", KEYS)
+    if m is None:
+        return []
     line = node.start_mark.line + 1
-    problems.append(Problem(file, line, "the python: section is not supported yet"))
-    return []
+    index = _index(m["index"], ctx) if "index" in m else PYPI
+    reqs = _requirements(m["requirements"], ctx) if "requirements" in m else ()
+    pythons = _list(m.get("python"), ctx, "python", _python_version)
+    platforms = _list(m.get("platforms"), ctx, "platforms", _platform)
+    sdists = bool(_bool(m["sdists"], ctx, "sdists")) if "sdists" in m else False
+    base = Path(file).parent
+    wheelhouse = tuple(base / p for p in _list(m.get("wheelhouse"), ctx, "wheelhouse", _directory))
+    if not reqs and not wheelhouse and "requirements" not in m and "wheelhouse" not in m:
+        ctx.add(node, "python: needs 'requirements' or 'wheelhouse' (or both)")
+    if reqs:
+        for key, got in (("python", pythons), ("platforms", platforms)):
+            if key not in m:
+                ctx.add(node, f"python: needs '{key}' to resolve requirements for")
+            elif not got and len(problems) == before:
+                ctx.add(m[key], f"python.{key} must not be empty")
+    if len(problems) > before:
+        return []
+    return [
+        PythonConfig(
+            file=file,
+            line=line,
+            index=index or PYPI,
+            requirements=reqs,
+            python=tuple(pythons),
+            platforms=tuple(platforms),
+            sdists=sdists,
+            wheelhouse=wheelhouse,
+            requirements_line=m["requirements"].start_mark.line + 1 if reqs else 0,
+        )
+    ]
+
+
+def _index(node: yaml.Node, ctx: _Ctx) -> str | None:
+    url = _string(node, ctx, "python.index")
+    if url is None:
+        return None
+    problem = url_problem(url)
+    if problem:
+        ctx.add(node, f"python.index: {problem}")
+        return None
+    if "?" in url or "#" in url:
+        ctx.add(node, "python.index must not have a query or a fragment")
+        return None
+    return url if url.endswith("/") else url + "/"
+
+
+def _requirements(node: yaml.Node, ctx: _Ctx) -> tuple[Requested, ...]:
+    if not isinstance(node, yaml.SequenceNode):
+        ctx.add(node, "python.requirements must be a list of requirement strings")
+        return ()
+    out: list[Requested] = []
+    seen: set[str] = set()
+    for item in node.value:
+        text = _string(item, ctx, "a requirement")
+        if text is None:
+            continue
+        line = item.start_mark.line + 1
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            ctx.add(item, f"invalid requirement {text!r}: {exc}")
+            continue
+        if req.url:
+            ctx.add(
+                item,
+                f"{text!r}: direct URL requirements cannot be indexed; "
+                "list the URL under 'artifacts:' or put the file in a wheelhouse",
+            )
+            continue
+        if str(req) in seen:
+            ctx.add(item, f"duplicate requirement {text!r}")
+            continue
+        seen.add(str(req))
+        out.append(Requested(text, line))
+    return tuple(out)
+
+
+def _list(
+    node: yaml.Node | None, ctx: _Ctx, what: str, check: Callable[[str], str | None]
+) -> list[str]:
+    """A list of strings, each checked; duplicates flagged."""
+    if node is None:
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        ctx.add(node, f"python.{what} must be a list, got {_show(node)}")
+        return []
+    out: list[str] = []
+    for item in node.value:
+        value = _string(item, ctx, f"an entry of python.{what}")
+        if value is None:
+            continue
+        problem = check(value)
+        if problem:
+            ctx.add(item, f"python.{what}: {problem}")
+        elif value in out:
+            ctx.add(item, f"python.{what}: duplicate {value!r}")
+        else:
+            out.append(value)
+    return out
+
+
+def _python_version(value: str) -> str | None:
+    if PYTHON_VERSION.match(value):
+        return None
+    return f'{value!r} is not a Python version like "3.12"'
+
+
+def _platform(value: str) -> str | None:
+    return platform_problem(value)
+
+
+def _directory(value: str) -> str | None:
+    if "\0" in value:
+        return "a path cannot contain NUL"
+    return None

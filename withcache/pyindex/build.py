@@ -1,0 +1,124 @@
+"""The first half of `sync` for the python: section: resolve, choose files, hand them to sync.
+
+Resolving talks to the upstream (uv, then one page per resolved project for hashes,
+yanks, Requires-Python and PEP 658 metadata); everything after that is plain data.
+The chosen files are saved (state/pyindex.json) for render(), and returned as
+sync work items verified against the upstream's sha256.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+from withcache import store, tree
+from withcache.manifest import Manifest
+from withcache.plan import Wanted
+from withcache.pyconfig import PythonConfig
+from withcache.pyindex import model, pages, resolve, select, wheelhouse
+from withcache.pyindex.model import IndexFile, IndexPlan
+from withcache.pyindex.targets import Target, targets
+from withcache.settings import Layout
+
+SOURCE = "python"
+
+
+def configs(manifest: Manifest) -> list[PythonConfig]:
+    return [c for c in manifest.python if isinstance(c, PythonConfig)]
+
+
+def index_files(cfg: PythonConfig, layout: Layout) -> tuple[list[IndexFile], list[str]]:
+    """The files one python: section asks for, or the problems that stop it."""
+    local, local_problems = wheelhouse.scan(cfg.wheelhouse, cfg.where)
+    if local_problems:
+        return [], [str(p) for p in local_problems]
+    pins: dict[Target, list[resolve.Pin]] = {}
+    if cfg.requirements:
+        try:
+            pins = resolve.resolve_all(
+                [r.text for r in cfg.requirements],
+                targets(cfg.python, cfg.platforms),
+                cfg.index,
+                cfg.wheelhouse,
+                cfg.sdists,
+                layout.state / "uv-cache",
+            )
+        except resolve.ResolveError as exc:
+            return [], [f"{cfg.requirements_where}: {exc}"]
+    local_projects = {d.project for d in local}
+    wanted_projects = {p.project for ps in pins.values() for p in ps} - local_projects
+    try:
+        listings = pages.fetch_projects(cfg.index, wanted_projects)
+    except pages.UpstreamError as exc:
+        return [], [f"{cfg.where}: {exc}"]
+    files, problems = select.select(
+        pins,
+        listings,
+        [d.index_file() for d in local],
+        cfg.sdists,
+    )
+    files = [dataclasses.replace(f, where=cfg.where) for f in files]
+    return files, [f"{cfg.where}: {p}" for p in problems]
+
+
+def plan_index(manifest: Manifest, layout: Layout) -> IndexPlan:
+    """Every python: section's files, merged by key; raise with every problem found."""
+    merged: dict[str, IndexFile] = {}
+    problems: list[str] = []
+    for cfg in configs(manifest):
+        files, cfg_problems = index_files(cfg, layout)
+        problems.extend(cfg_problems)
+        for f in files:
+            merged.setdefault(f.key, f)
+    if problems:
+        raise resolve.ResolveError("\n".join(problems))
+    return IndexPlan(sorted(merged.values(), key=lambda f: (f.project, f.filename)))
+
+
+def wanted_for(plan: IndexPlan, manifest: Manifest, layout: Layout) -> list[Wanted]:
+    """Sync work items: upstream files and their metadata, verified against the upstream's
+    hashes. Wheelhouse files already in the store are listed too (so --prune keeps them);
+    missing ones are copied in by render(), as sync cannot fetch them from anywhere."""
+    declared = manifest.by_key()  # an artifacts: entry for the same URL fetches it already
+    conn = store.connect(layout.db)
+    try:
+        records = store.artifacts(conn)
+    finally:
+        conn.close()
+    out: list[Wanted] = []
+    seen: set[str] = set()
+
+    def add(key: str, url: str, name: str, sha256: str | None, where: str) -> None:
+        if key not in declared and key not in seen:
+            seen.add(key)
+            out.append(Wanted(key, url, name, where, sha256, source=SOURCE))
+
+    for f in plan.files:
+        if f.local:
+            rec = records.get(f.key)
+            st = tree.stat_blob(layout, f.key)
+            if rec and st and st.st_size == rec.size and rec.sha256 == f.sha256:
+                add(f.key, f.key, f.filename, f.sha256, f.where)
+            continue
+        add(f.key, f.url, f.filename, f.sha256, f.where)
+        if f.metadata_key:
+            add(
+                f.metadata_key, f.metadata_url, f.filename + ".metadata", f.metadata_sha256, f.where
+            )
+    return out
+
+
+def wanted(manifest: Manifest, layout: Layout, *, quiet: bool = False) -> list[Wanted]:
+    """Resolve every python: section; save the plan for render(); return the work items."""
+    started = time.monotonic()
+    plan = plan_index(manifest, layout)
+    model.save(layout, plan)
+    out = wanted_for(plan, manifest, layout)
+    if not quiet:
+        print(
+            f"python: {len(plan.files)} files of {len(plan.projects())} projects resolved "
+            f"in {time.monotonic() - started:.1f}s",
+            file=sys.stderr,
+        )
+    return out

@@ -1,0 +1,212 @@
+"""The second half of `sync` for the python: section: write www/simple/ from what arrived.
+
+A file is listed only when the store holds it with the very sha256 the plan expects:
+a download that failed, or whose bytes differed from the upstream's listing, was
+never recorded, so it is simply absent. Each project gets index.html (PEP 503) and
+index.v1json (PEP 691) side by side; nginx picks one by Accept. Pages are written
+atomically and only when their bytes change. A listed wheel's PEP 658 metadata is
+also copied next to its bytes (www/b/<token>/@metadata), where nginx serves
+`<file URL>.metadata`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import jinja2
+from packaging.version import InvalidVersion, Version
+
+from withcache import keys, store, sync, tree
+from withcache.pyindex import model, wheelhouse
+from withcache.pyindex.model import IndexFile, IndexPlan, Yanked
+from withcache.settings import Layout
+
+API_VERSION = "1.1"
+HTML = "index.html"
+JSON = "index.v1json"
+METADATA = "@metadata"
+
+
+@dataclass(frozen=True)
+class Link:
+    """One file as a project page shows it."""
+
+    filename: str
+    href: str
+    sha256: str
+    size: int
+    requires_python: str | None
+    yanked: Yanked
+    metadata_sha256: str | None
+    upload_time: str | None
+
+    @property
+    def yanked_reason(self) -> str:
+        return self.yanked if isinstance(self.yanked, str) else ""
+
+
+def href(key: str, filename: str) -> str:
+    """/b/<token>/<filename>: nginx serves by token; installers read the filename."""
+    return f"/{keys.token_dir(key)}/{quote(filename)}"
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("withcache", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _version(filename: str) -> str | None:
+    nv = wheelhouse.name_version(filename)
+    return nv[1] if nv else None
+
+
+def _sort_key(v: str) -> tuple[int, Version | str]:
+    try:
+        return 0, Version(v)
+    except InvalidVersion:
+        return 1, v
+
+
+def project_json(name: str, links: list[Link]) -> bytes:
+    versions = sorted({v for link in links if (v := _version(link.filename))}, key=_sort_key)
+    files = []
+    for link in links:
+        f: dict[str, object] = {
+            "filename": link.filename,
+            "url": link.href,
+            "hashes": {"sha256": link.sha256},
+            "requires-python": link.requires_python,
+            "yanked": link.yanked,
+            "size": link.size,
+        }
+        if link.metadata_sha256:
+            f["core-metadata"] = {"sha256": link.metadata_sha256}
+            f["dist-info-metadata"] = {"sha256": link.metadata_sha256}
+        if link.upload_time:
+            f["upload-time"] = link.upload_time
+        files.append(f)
+    doc = {"meta": {"api-version": API_VERSION}, "name": name, "versions": versions, "files": files}
+    return (json.dumps(doc, ensure_ascii=False) + "\n").encode()
+
+
+def root_json(projects: list[str]) -> bytes:
+    doc = {"meta": {"api-version": API_VERSION}, "projects": [{"name": p} for p in projects]}
+    return (json.dumps(doc) + "\n").encode()
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically replace `path` unless it already holds `data` (no fsync churn)."""
+    try:
+        if path.read_bytes() == data:
+            return False
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o755)
+    tree.atomic_write(path, data)
+    return True
+
+
+def links(
+    layout: Layout, plan: IndexPlan, records: dict[str, store.Artifact]
+) -> dict[str, list[Link]]:
+    """Project -> files that the store holds with the expected bytes (and their metadata)."""
+    out: dict[str, list[Link]] = {}
+    for f in plan.files:
+        rec = _present(layout, records, f.key, f.sha256)
+        if rec is None:
+            continue
+        meta = (
+            _present(layout, records, f.metadata_key, f.metadata_sha256) if f.metadata_key else None
+        )
+        if meta is not None and not _place_metadata(layout, f, meta):
+            meta = None
+        out.setdefault(f.project, []).append(
+            Link(
+                filename=f.filename,
+                href=href(f.key, f.filename),
+                sha256=rec.sha256,
+                size=rec.size,
+                requires_python=f.requires_python,
+                yanked=f.yanked,
+                metadata_sha256=meta.sha256 if meta else None,
+                upload_time=f.upload_time,
+            )
+        )
+    return out
+
+
+def _present(
+    layout: Layout, records: dict[str, store.Artifact], key: str | None, sha256: str | None
+) -> store.Artifact | None:
+    rec = records.get(key) if key else None
+    if rec is None or (sha256 is not None and rec.sha256 != sha256):
+        return None
+    st = tree.stat_blob(layout, rec.key)
+    return rec if st is not None and st.st_size == rec.size else None
+
+
+def _place_metadata(layout: Layout, f: IndexFile, meta: store.Artifact) -> bool:
+    """Copy the metadata beside the file's bytes, where nginx answers `<file>.metadata`."""
+    try:
+        data = tree.blob_path(layout, meta.key).read_bytes()
+        write_if_changed(tree.blob_path(layout, f.key).parent / METADATA, data)
+    except OSError:
+        return False
+    return True
+
+
+def write_pages(layout: Layout, projects: dict[str, list[Link]]) -> None:
+    env = _env()
+    simple = layout.www / "simple"
+    project_tpl = env.get_template("simple/project.html")
+    for name, files in projects.items():
+        files.sort(key=lambda link: link.filename)
+        d = simple / name
+        write_if_changed(d / HTML, project_tpl.render(name=name, files=files).encode())
+        write_if_changed(d / JSON, project_json(name, files))
+    names = sorted(projects)
+    write_if_changed(
+        simple / HTML, env.get_template("simple/root.html").render(projects=names).encode()
+    )
+    write_if_changed(simple / JSON, root_json(names))
+    for d in simple.iterdir():
+        if d.is_dir() and d.name not in projects:
+            for page in (HTML, JSON):
+                with contextlib.suppress(FileNotFoundError):
+                    (d / page).unlink()
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+def render(layout: Layout) -> dict[str, list[Link]]:
+    """Copy missing wheelhouse files into the store, then write every page."""
+    plan = model.load(layout)
+    with sync.locked(layout, wait=True):
+        conn = store.connect(layout.db)
+        try:
+            records = store.artifacts(conn)
+        finally:
+            conn.close()
+        for f in plan.files:
+            if f.local and _present(layout, records, f.key, f.sha256) is None:
+                try:
+                    records[f.key] = wheelhouse.place(layout, f)
+                except OSError as exc:  # not listed; the rest of the index still renders
+                    print(
+                        f"withcache: error: wheelhouse {f.url} ({f.where}): {exc}", file=sys.stderr
+                    )
+        projects = links(layout, plan, records)
+        write_pages(layout, projects)
+    return projects
