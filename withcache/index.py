@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +129,22 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
 
 
 def catalog_json(rows: list[Row], generated: float | None) -> str:
-    artifacts = []
-    for r in rows:
-        d = asdict(r)
-        d["fetched_at"] = iso(r.fetched_at)
-        d["last_hit"] = iso(r.last_hit)
-        artifacts.append(d)
-    doc = {"generated": iso(generated), "count": len(rows), "artifacts": artifacts}
-    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    artifacts = [
+        {
+            "name": r.name,
+            "url": r.url,
+            "cache_path": r.cache_path,
+            "size": r.size,
+            "sha256": r.sha256,
+            "fetched_at": iso(r.fetched_at),
+            "source": r.source,
+            "hits": r.hits,
+            "last_hit": iso(r.last_hit),
+        }
+        for r in rows
+    ]
+    # One artifact per line: diffable, and json's C encoder (not used with indent=)
+    # keeps a 100,000-artifact catalog fast.
+    head = json.dumps({"generated": iso(generated), "count": len(rows)})[:-1]
+    body = ",\n ".join(json.dumps(a, ensure_ascii=False) for a in artifacts)
+    return f'{head}, "artifacts": [\n {body}\n]}}\n'

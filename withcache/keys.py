@@ -83,7 +83,11 @@ def _split_port(hostport: str) -> tuple[str, str | None]:
 
 def normalize(url: str, keep_query: bool = False) -> str:
     """The key of an origin URL (DESIGN.md, Keys, rules 1-5)."""
-    p = parse(url)
+    return normalize_parsed(parse(url), keep_query)
+
+
+def normalize_parsed(p: ParsedURL, keep_query: bool = False) -> str:
+    """normalize() for a URL already parse()d (manifests parse each URL once)."""
     port = p.port
     if port is not None and port != "" and not port.isdigit():
         raise NotCacheable(f"port is not a number: {port!r}")
@@ -128,9 +132,14 @@ def decode_token(tok: str) -> str:
 
 
 def name(key: str) -> str:
-    """The last path segment of the key as written, or 'download' when that is empty."""
-    path = parse(key).path or "/"
-    return path.rsplit("/", 1)[-1] or "download"
+    """The last path segment of the key as written, or 'download' when that is empty.
+
+    Keys are normalised (no credentials, fragment or unkept query), so slicing the
+    path out is enough; this runs once per artifact on every sync and index.
+    """
+    rest = key.split("#", 1)[0].split("?", 1)[0].partition("://")[2]
+    slash = rest.find("/")
+    return (rest[slash:] if slash >= 0 else "/").rsplit("/", 1)[-1] or "download"
 
 
 def segments(tok: str) -> list[str]:
