@@ -14,12 +14,18 @@ from pathlib import Path
 
 import pytest
 import requests
+from packaging.utils import canonicalize_name
 
 from tests.conftest import Cache, run_withcache, start_nginx, stop_nginx
 from tests.origin import Origin
 from tests.pyindex_install import installed, pip_install, pip_venv, uv_install, uv_venv
 from tests.pyindex_upstream import Dist, Upstream, build_wheel
-from withcache import keys, store
+from withcache import keys, manifest, store
+from withcache.errors import ManifestError
+from withcache.pyconfig import PythonConfig
+from withcache.pyindex import pages, resolve, select, targets
+from withcache.pyindex.model import IndexFile, Listed
+from withcache.pyindex.resolve import Pin
 from withcache.settings import Layout
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -359,3 +365,278 @@ def test_resolution_failure_says_where_and_why(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert f"{manifest}:3: python 3.11 on manylinux_2_28_x86_64: cannot resolve" in r.stderr
     assert "wctest-nowhere" in r.stderr
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def load_python(tmp: Path, text: str) -> PythonConfig:
+    p = tmp / "m.yaml"
+    p.write_text(textwrap.dedent(text).lstrip("\n"))
+    (cfg,) = manifest.load([p]).python
+    assert isinstance(cfg, PythonConfig)
+    return cfg
+
+
+def python_problems(tmp: Path, text: str) -> list[str]:
+    p = tmp / "m.yaml"
+    p.write_text(textwrap.dedent(text).lstrip("\n"))
+    with pytest.raises(ManifestError) as exc:
+        manifest.load([p])
+    return [str(q).removeprefix(f"{p}:") for q in exc.value.problems]
+
+
+def test_python_section_loads_with_defaults(tmp_path: Path) -> None:
+    cfg = load_python(
+        tmp_path,
+        """
+        python:
+          requirements: [torch==2.5.1, "numpy>=2,<3", requests]
+          python: [3.10, "3.12"]
+          platforms: [manylinux_2_28_x86_64, any]
+          wheelhouse: [private]
+        """,
+    )
+    assert cfg.index == "https://pypi.org/simple/"
+    assert [r.text for r in cfg.requirements] == ["torch==2.5.1", "numpy>=2,<3", "requests"]
+    assert cfg.python == ("3.10", "3.12")  # the YAML text, not the float 3.1
+    assert cfg.platforms == ("manylinux_2_28_x86_64", "any")
+    assert not cfg.sdists
+    assert cfg.wheelhouse == (tmp_path / "private",)  # relative to the manifest
+    assert cfg.requirements_where == f"{tmp_path / 'm.yaml'}:2"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("python: [a]", ["1: python must be a mapping"]),
+        ("python:\n  index: https://x/simple/", ["2: python: needs 'requirements' or"]),
+        (
+            "python:\n  requirements: [a]\n  colour: red",
+            [
+                "3: unknown key 'colour' in python",
+                "2: python: needs 'python'",
+                "2: python: needs 'platforms'",
+            ],
+        ),
+        (
+            "python:\n  index: ftp://x/\n  requirements: ['a >>> 1', 'b @ https://x/b.whl', a, a]"
+            "\n  python: ['2.7', 3.11, 3.11]\n  platforms: [manylinux_2_28_s390x, solaris, any]"
+            "\n  sdists: maybe\n  wheelhouse: w",
+            [
+                "2: python.index: 'url' must be an http(s) URL",
+                "3: invalid requirement 'a >>> 1'",
+                "3: 'b @ https://x/b.whl': direct URL requirements cannot be indexed",
+                "3: duplicate requirement 'a'",
+                "4: python.python: '2.7' is not a Python version",
+                "4: python.python: duplicate '3.11'",
+                "5: python.platforms: 'manylinux_2_28_s390x': the resolver supports Linux on",
+                "5: python.platforms: 'solaris' is not a wheel platform tag",
+                "6: sdists must be true or false",
+                "7: python.wheelhouse must be a list",
+            ],
+        ),
+        (
+            "python:\n  index: https://user:pw@x/simple/\n  requirements: [a]\n  python: []\n"
+            "  platforms: [any]",
+            ["2: python.index must not contain credentials", "4: python.python must not be empty"],
+        ),
+    ],
+)
+def test_python_section_problems_are_located(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    got = python_problems(tmp_path, text)
+    assert len(got) == len(expected), got
+    for g, e in zip(got, expected, strict=True):
+        assert g.startswith(e), (g, e)
+
+
+def test_check_accepts_a_python_section(tmp_path: Path) -> None:
+    p = tmp_path / "m.yaml"
+    p.write_text("python:\n  requirements: [requests]\n  python: ['3.12']\n  platforms: [any]\n")
+    r = run_withcache("check", str(p))
+    assert r.returncode == 0, r.stderr
+
+
+BASE = "https://up.example/simple/pkg/"
+SHA_A = "a" * 64
+SHA_M = "b" * 64
+
+
+def test_parse_pep691_json() -> None:
+    body = json.dumps(
+        {
+            "meta": {"api-version": "1.1"},
+            "name": "pkg",
+            "files": [
+                {
+                    "filename": "pkg-1.0-py3-none-any.whl",
+                    "url": "../../files/pkg-1.0-py3-none-any.whl#frag",
+                    "hashes": {"sha256": SHA_A.upper(), "md5": "x"},
+                    "requires-python": ">=3.9",
+                    "yanked": "bad",
+                    "core-metadata": {"sha256": SHA_M},
+                    "size": 10,
+                    "upload-time": "2024-01-01T00:00:00Z",
+                },
+                {"filename": "pkg-0.9.tar.gz", "url": "https://cdn.example/pkg-0.9.tar.gz",
+                 "hashes": {}, "dist-info-metadata": True, "yanked": True},
+                {"filename": "pkg-0.8.tar.gz", "url": "pkg-0.8.tar.gz", "hashes": {},
+                 "yanked": ""},
+            ],
+        }
+    ).encode()  # fmt: skip
+    a, b, c = pages.parse(body, "application/vnd.pypi.simple.v1+json", BASE)
+    assert a == Listed(
+        "pkg-1.0-py3-none-any.whl",
+        "https://up.example/files/pkg-1.0-py3-none-any.whl",
+        SHA_A,
+        ">=3.9",
+        "bad",
+        SHA_M,
+        10,
+        "2024-01-01T00:00:00Z",
+    )
+    assert (b.sha256, b.metadata, b.yanked) == (None, True, True)
+    assert (c.url, c.yanked) == (BASE + "pkg-0.8.tar.gz", True)
+
+
+def test_parse_pep503_html() -> None:
+    page = f"""<!DOCTYPE html><html><body>
+      <a href="../../files/pkg-1.0-py3-none-any.whl#sha256={SHA_A}"
+         data-requires-python="&gt;=3.9" data-yanked="" data-core-metadata="sha256={SHA_M}"
+         >pkg-1.0-py3-none-any.whl</a>
+      <a href="https://cdn.example/a/pkg%2B1-1.0.tar.gz#md5=abc"
+         data-dist-info-metadata="true">x</a>
+      <a href="pkg-0.1.zip" data-yanked="gone">pkg-0.1.zip</a>
+      <a>no href</a>
+    </body></html>"""
+    a, b, c = pages.parse(page.encode(), "text/html; charset=utf-8", BASE)
+    assert a == Listed(
+        "pkg-1.0-py3-none-any.whl",
+        "https://up.example/files/pkg-1.0-py3-none-any.whl",
+        SHA_A,
+        ">=3.9",
+        True,
+        SHA_M,
+    )
+    assert (b.filename, b.sha256, b.metadata) == ("pkg+1-1.0.tar.gz", None, True)
+    assert (c.url, c.yanked, c.metadata) == (BASE + "pkg-0.1.zip", "gone", False)
+    with pytest.raises(ValueError, match="not a simple-index page"):
+        pages.parse(b"{}", "application/json", BASE)
+
+
+@pytest.mark.parametrize(
+    ("tag", "uv", "first", "includes", "excludes"),
+    [
+        (
+            "manylinux_2_28_x86_64",
+            "x86_64-manylinux_2_28",
+            "manylinux_2_28_x86_64",
+            ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"],
+            ["manylinux_2_29_x86_64", "manylinux_2_28_aarch64"],
+        ),
+        ("manylinux_2_30_aarch64", "aarch64-manylinux_2_28", "manylinux_2_30_aarch64", [], []),
+        ("manylinux2014_x86_64", "x86_64-manylinux2014", "manylinux_2_17_x86_64", [], []),
+        ("musllinux_1_2_x86_64", "x86_64-unknown-linux-musl", "musllinux_1_2_x86_64",
+         ["musllinux_1_0_x86_64"], ["manylinux_2_17_x86_64"]),
+        ("macosx_11_0_arm64", "aarch64-apple-darwin", "macosx_11_0_arm64",
+         ["macosx_10_16_universal2"], ["macosx_12_0_arm64"]),
+        ("win_amd64", "x86_64-pc-windows-msvc", "win_amd64", [], []),
+        ("any", None, "any", [], []),
+    ],
+)  # fmt: skip
+def test_platform_tags(
+    tag: str, uv: str | None, first: str, includes: list[str], excludes: list[str]
+) -> None:
+    assert targets.uv_platform(tag)[0] == uv
+    got = targets.compatible_platforms(tag)
+    assert got[0] == first
+    assert set(includes) <= set(got) and not set(excludes) & set(got)
+
+
+def test_targets_rank_wheels_like_installers() -> None:
+    t = targets.Target("3.11", "manylinux_2_28_x86_64")
+    files = [
+        listed("pkg-1.0-py3-none-any.whl"),
+        listed("pkg-1.0-cp311-abi3-manylinux_2_17_x86_64.whl"),
+        listed("pkg-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"),
+        listed("pkg-1.0-cp311-cp311-manylinux_2_34_x86_64.whl"),
+        listed("pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl"),
+        listed("pkg-1.0.tar.gz"),
+    ]
+    assert select.best_wheel(files, t) == files[2]
+    assert select.best_wheel(files[:2], t) == files[1]
+    assert select.best_wheel(files[:1], t) == files[0]
+    assert select.best_wheel(files[3:], t) is None
+    pure = targets.Target("3.12", "any")
+    assert select.best_wheel(files, pure) == files[0]
+    yanked = [listed("pkg-1.0-cp311-cp311-linux_x86_64.whl", yanked=True), files[0]]
+    assert select.best_wheel(yanked, t) == files[0]  # a yanked file only if nothing else fits
+    assert targets.targets(("3.11", "3.12"), ("any", "win_amd64")) == [
+        targets.Target("3.11", "win_amd64"),
+        targets.Target("3.12", "win_amd64"),
+    ]
+
+
+def listed(filename: str, **kw: object) -> Listed:
+    return Listed(filename, f"https://files.example/{filename}", SHA_A, **kw)  # type: ignore[arg-type]
+
+
+def test_select_takes_one_wheel_per_target_plus_sdists_and_shields_private_names() -> None:
+    t11 = targets.Target("3.11", "manylinux_2_28_x86_64")
+    t12 = targets.Target("3.12", "manylinux_2_28_x86_64")
+    pkg = [
+        listed("pkg-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", metadata=SHA_M),
+        listed("pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl"),
+        listed("pkg-1.0-cp311-cp311-win_amd64.whl"),
+        listed("pkg-0.9-py3-none-any.whl"),
+        listed("Pkg-1.0.tar.gz"),
+    ]
+    public_private = [listed("private-9.0-py3-none-any.whl")]
+    local = IndexFile("private", "private-1.0-py3-none-any.whl", "k", "/w/x.whl", SHA_A, local=True)
+    pins = {
+        t11: [Pin(canonicalize_name("pkg"), "1.0"), Pin(canonicalize_name("private"), "1.0")],
+        t12: [Pin(canonicalize_name("pkg"), "1.0.0"), Pin(canonicalize_name("gone"), "2")],
+    }
+    files, problems = select.select(
+        pins, {"pkg": pkg, "private": public_private}, [local], sdists=True
+    )
+    names = [f.filename for f in files]
+    assert names == [
+        "Pkg-1.0.tar.gz",
+        "pkg-1.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+        "pkg-1.0-cp312-cp312-manylinux_2_17_x86_64.whl",
+        "private-1.0-py3-none-any.whl",
+    ]
+    meta = files[1]
+    assert meta.metadata_key == keys.normalize(pkg[0].url + ".metadata")
+    assert meta.metadata_sha256 == SHA_M
+    assert problems == [
+        "python 3.12 on manylinux_2_28_x86_64: gone==2 was resolved, but the upstream "
+        "lists no file of it that fits"
+    ]
+
+
+def test_resolver_command_is_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UV_INDEX_URL", "https://elsewhere.example/simple/")
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    cmd, extra = resolve.command(
+        "uv",
+        targets.Target("3.12", "macosx_11_0_arm64"),
+        "https://up.example/simple/",
+        [Path("/w")],
+        False,
+        Path("/c"),
+    )
+    assert "--no-config" in cmd and cmd[-2:] == ["--only-binary", ":all:"]
+    assert cmd[cmd.index("--python-platform") + 1] == "aarch64-apple-darwin"
+    assert cmd[cmd.index("--find-links") + 1] == "/w"
+    env = resolve.clean_env(extra)
+    assert env["MACOSX_DEPLOYMENT_TARGET"] == "11.0"
+    assert not any(k.startswith(("UV_", "PIP_")) for k in env)
+    assert resolve.parse_pins("a==1.0\nB_c==2.0 ; python_version >= '3'\n# x\n") == [
+        Pin(canonicalize_name("a"), "1.0"),
+        Pin(canonicalize_name("b-c"), "2.0"),
+    ]

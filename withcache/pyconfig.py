@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
+from withcache import keys
 from withcache.errors import Problem
 from withcache.manifest import _bool, _Ctx, _mapping, _show, _string, url_problem
 from withcache.pyindex.targets import platform_problem
@@ -77,7 +78,7 @@ def parse(node: yaml.Node, file: str, problems: list[Problem]) -> list[object]:
         for key, got in (("python", pythons), ("platforms", platforms)):
             if key not in m:
                 ctx.add(node, f"python: needs '{key}' to resolve requirements for")
-            elif not got and len(problems) == before:
+            elif not got:
                 ctx.add(m[key], f"python.{key} must not be empty")
     if len(problems) > before:
         return []
@@ -99,6 +100,9 @@ def parse(node: yaml.Node, file: str, problems: list[Problem]) -> list[object]:
 def _index(node: yaml.Node, ctx: _Ctx) -> str | None:
     url = _string(node, ctx, "python.index")
     if url is None:
+        return None
+    if keys.has_credentials(url):
+        ctx.add(node, "python.index must not contain credentials (they would reach logs)")
         return None
     problem = url_problem(url)
     if problem:

@@ -96,8 +96,8 @@ def select(
     problems: list[str] = []
     local_files = list(local)
     local_projects = {f.project for f in local_files}
-    for f in local_files:
-        chosen.setdefault(f.key, f)
+    for lf in local_files:
+        chosen.setdefault(lf.key, lf)
     for target, target_pins in pins.items():
         for pin in target_pins:
             if pin.project in local_projects:
