@@ -110,24 +110,18 @@ def parse_line(line: bytes | str) -> Parsed:
         if status == 404:
             return _miss(d, uri, method)
         if (status == 200 or status == 206) and method == "GET":
-            return _hit(d, uri)
+            key = _served_key(uri.partition("?")[0]) if len(uri) <= MAX_URI else None
+            if key is None:
+                return _BAD_TOKEN
+            when = _when(d.get("time"))
+            if when is None:
+                return _BAD_TIME
+            n = d.get("bytes")
+            return Hit(key, n if type(n) is int and n > 0 else 0, when)
         return IGNORED
     if status == 404 and uri.startswith("/simple/"):
         return _project_miss(d, uri, method)
     return IGNORED
-
-
-def _hit(d: dict[str, object], uri: str) -> Parsed:
-    if len(uri) > MAX_URI:
-        return _LONG_URI
-    key = _served_key(uri.partition("?")[0])
-    if key is None:
-        return _BAD_TOKEN
-    when = _when(d.get("time"))
-    if when is None:
-        return _BAD_TIME
-    n = d.get("bytes")
-    return Hit(key, n if type(n) is int and n > 0 else 0, when)
 
 
 def _miss(d: dict[str, object], uri: str, method: str) -> Parsed:

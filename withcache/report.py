@@ -80,6 +80,10 @@ class Report:
     disk_used: int = 0
     disk_free: int | None = None
     watcher_at: float | None = None
+    # what this report saw, written back by mark() once the report is out
+    seen_counters: dict[str, int] = field(default_factory=dict, repr=False)
+    seen_hits: list[tuple[str, int, int]] = field(default_factory=list, repr=False)
+    seen_misses: list[tuple[int, str]] = field(default_factory=list, repr=False)
 
     @property
     def news(self) -> bool:
@@ -95,7 +99,7 @@ class Report:
 def build(
     conn: sqlite3.Connection, layout: Layout, manifest_keys: set[str] | None = None
 ) -> Report:
-    """Read what changed since the previous report (call inside a transaction)."""
+    """Read what changed since the previous report (call inside one read transaction)."""
     prev = conn.execute("SELECT at, counters FROM reports ORDER BY id DESC LIMIT 1").fetchone()
     since = prev[0] if prev else None
     before: dict[str, int] = json.loads(prev[1]) if prev else {}
@@ -121,6 +125,9 @@ def build(
 
     now = store.counters(conn)
     rep.traffic = {k: now.get(k, 0) - before.get(k, 0) for k in TRAFFIC}
+    rep.seen_counters = now
+    rep.seen_hits = list(conn.execute("SELECT key, count, bytes FROM hits"))
+    rep.seen_misses = list(conn.execute("SELECT count, key FROM misses WHERE reported != count"))
     rows = conn.execute(
         "SELECT a.name, a.url, h.count - coalesce(r.count, 0) AS n, "
         "h.bytes - coalesce(r.bytes, 0) FROM hits h JOIN artifacts a ON a.key = h.key "
@@ -134,14 +141,19 @@ def build(
 
 
 def mark(conn: sqlite3.Connection, rep: Report) -> None:
-    """Remember what this report saw, so the next one shows only what is newer."""
-    conn.execute(
-        "INSERT INTO reports (at, counters) VALUES (?, ?)",
-        (rep.generated, json.dumps(store.counters(conn))),
-    )
-    conn.execute("UPDATE misses SET reported = count WHERE reported != count")
-    conn.execute("DELETE FROM report_hits")
-    conn.execute("INSERT INTO report_hits SELECT key, count, bytes FROM hits")
+    """Remember what this report saw, so the next one shows only what is newer.
+
+    Writes the values read by build(), not the current ones: whatever the watcher
+    recorded in between is news for the next report.
+    """
+    with store.transaction(conn):
+        conn.execute(
+            "INSERT INTO reports (at, counters) VALUES (?, ?)",
+            (rep.generated, json.dumps(rep.seen_counters)),
+        )
+        conn.executemany("UPDATE misses SET reported = ? WHERE key = ?", rep.seen_misses)
+        conn.execute("DELETE FROM report_hits")
+        conn.executemany("INSERT INTO report_hits VALUES (?, ?, ?)", rep.seen_hits)
 
 
 def run(
@@ -155,22 +167,26 @@ def run(
     """Print the report if there is news (and write www/report.html for html); True if so.
 
     The state advances only after the output was written: a report that could not be
-    delivered is shown again next time.
+    delivered is shown again next time. No lock is held while writing the output, so a
+    slow reader of stdout never holds up the watcher.
     """
     conn = store.connect(layout.db)
     try:
-        with store.transaction(conn):
+        conn.execute("BEGIN")  # one consistent snapshot for every query of the report
+        try:
             rep = build(conn, layout, manifest_keys)
-            if not rep.news:
-                return False
-            text = render(rep, fmt)
-            if fmt == "html":
-                layout.www.mkdir(parents=True, exist_ok=True)
-                atomic_write(layout.www / "report.html", text.encode())
-            out.write(text)
-            out.flush()
-            if not peek:
-                mark(conn, rep)
+        finally:
+            conn.execute("COMMIT")
+        if not rep.news:
+            return False
+        text = render(rep, fmt)
+        if fmt == "html":
+            layout.www.mkdir(parents=True, exist_ok=True)
+            atomic_write(layout.www / "report.html", text.encode())
+        out.write(text)
+        out.flush()
+        if not peek:
+            mark(conn, rep)
     finally:
         conn.close()
     if fmt == "html":

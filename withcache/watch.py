@@ -27,8 +27,9 @@ from withcache.settings import Layout
 from withcache.tail import Block, Changes, Follower, Warn
 
 BATCH_LINES = 100_000
-BATCH_SECONDS = 0.5
+BATCH_SECONDS = 1.0
 RECHECK = 1.0  # seconds between safety re-checks when no change event arrives
+KNOWN_CLIENTS = 200_000  # (miss, client) pairs remembered as already stored
 SETTLE = 0.1  # re-check interval while a rotated log is still being read
 COUNTERS = ("lines", "hits", "hit_bytes", "misses", "project_misses", "invalid", "garbage")
 
@@ -124,6 +125,7 @@ class Watcher:
         self._stop = threading.Event()
         self._changes = Changes(log)
         self._index_due: float | None = None
+        self._known_clients: set[tuple[str, str]] = set()
 
     def stop(self) -> None:
         """Ask run() to commit what it read and return (safe from a signal handler)."""
@@ -171,8 +173,14 @@ class Watcher:
 
     def _commit(self, conn: sqlite3.Connection, tally: Tally, at: store.Checkpoint) -> None:
         counts = tally.counters()
-        tally.traffic.counters = counts
-        store.record_traffic(conn, tally.traffic, self.log_id, at)
+        traffic = tally.traffic
+        traffic.counters = counts
+        fresh = traffic.clients - self._known_clients  # a pair already stored adds nothing
+        traffic.clients = fresh
+        store.record_traffic(conn, traffic, self.log_id, at)
+        if len(self._known_clients) + len(fresh) > KNOWN_CLIENTS:
+            self._known_clients.clear()  # bounded memory; forgetting only costs an insert
+        self._known_clients |= fresh
         for name, n in counts.items():
             setattr(self.totals, name, getattr(self.totals, name) + n)
         if self.index_every and (tally.traffic.hits or tally.traffic.misses):
