@@ -204,3 +204,42 @@ def test_auto_fill_fetches_allowed_hosts_only(cache: Cache, origin: Origin, tmp_
         assert [r["url"] for r in misses_json(cache.data)] == [refused]
     finally:
         w.stop()
+
+
+def test_auto_fill_refuses_a_redirect_to_a_host_not_allowed(data: Layout) -> None:
+    """Every hop is checked: an allowed host cannot bounce the fetch elsewhere."""
+    import http.server
+    import threading
+
+    from withcache.autofill import AutoFill
+
+    asked: list[str] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            asked.append(f"{self.headers['Host']} {self.path}")
+            port = self.server.server_address[1]
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{port}/elsewhere.bin")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        key = f"http://127.0.0.1:{server.server_address[1]}/bounce.bin"
+        auto = AutoFill(data, ["127.0.0.1"], jobs=1)
+        try:
+            assert auto.offer([key, "http://localhost:1/never.bin"]) == 1
+        finally:
+            auto.close()  # waits for the running fetch
+        assert auto.fetched == []
+        assert {a.split()[1] for a in asked} == {"/bounce.bin"}  # /elsewhere.bin: never
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
