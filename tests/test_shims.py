@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import key_vectors
 from withcache import keys
+from withcache.shims import install_shims
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "shims" / "curlwithcache"
@@ -559,3 +560,38 @@ def test_shellcheck_clean() -> None:
     for dialect in ("sh", "dash"):
         r = subprocess.run(["shellcheck", "-s", dialect, str(SHIM)], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout
+
+
+# --- install_shims ---------------------------------------------------------------
+
+
+def test_install_shims_plain_and_shadowing(tmp_path: Path) -> None:
+    d = tmp_path / "bin"
+    assert install_shims(d, shadow=False) == [d / "curlwithcache", d / "wgetwithcache"]
+    assert sorted(p.name for p in d.iterdir()) == ["curlwithcache", "wgetwithcache"]
+    for p in d.iterdir():
+        assert p.read_bytes() == SHIM.read_bytes()
+        assert p.stat().st_mode & 0o777 == 0o755
+    written = install_shims(d, shadow=True)  # again, now with the links
+    assert [p.name for p in written] == ["curlwithcache", "wgetwithcache", "curl", "wget"]
+    assert os.readlink(d / "curl") == "curlwithcache"
+    assert os.readlink(d / "wget") == "wgetwithcache"
+    install_shims(d, shadow=True)  # idempotent
+    assert sorted(p.name for p in d.iterdir()) == ["curl", "curlwithcache", "wget", "wgetwithcache"]
+
+    # Installed as `curl` first on PATH, it runs the real curl behind it.
+    real_curl(tmp_path / "real")
+    env = {"PATH": f"{d}:{tmp_path / 'real'}"}
+    r = subprocess.run(["curl", "-s", U], env=env, capture_output=True, text=True, timeout=10)
+    assert r.stdout == f"real {tmp_path / 'real' / 'curl'} -s {U}\n", r.stderr
+
+
+def test_install_shims_never_replaces_a_real_tool(tmp_path: Path) -> None:
+    d = tmp_path / "bin"
+    real = real_curl(d)
+    with pytest.raises(FileExistsError, match="not a withcache shim"):
+        install_shims(d, shadow=True)
+    assert real.read_text().startswith("#!/bin/sh\necho")
+    assert not (d / "curlwithcache").exists()  # nothing half done
+    install_shims(d, shadow=False)  # the shims alone are fine beside it
+    assert (d / "curlwithcache").exists() and real.read_text().startswith("#!/bin/sh\necho")
