@@ -11,6 +11,7 @@ so a noisy machine moves both sides together. The API, in the order a bench uses
 
     with tmpdir("bench-serve") as d: ...          # world-readable dir under /tmp, removed
     make_file(path, size)                          # fast, incompressible, deterministic
+    settle()                                       # os.sync(): no writeback left to pay for
     with static_origin(root) as base: ...         # nginx serving root: base = "http://127.0.0.1:P"
     with file_origin(root) as base: ...           # same, pure Python (sendfile), no nginx
     with nginx_running(conf, prefix, port): ...   # start/stop any nginx config
@@ -32,7 +33,10 @@ so a noisy machine moves both sides together. The API, in the order a bench uses
 
 Ratios: `ratio` is how many times *better* than the row's baseline a case is, whatever
 the unit: baseline_time / time for seconds, value / baseline_value for rates. So > 1 is
-faster than the baseline, < 1 slower; a `target` is a minimum ratio.
+faster than the baseline, < 1 slower; a `target` is a minimum ratio, a `limit` an absolute
+bound on the median (add(..., limit=1.0) with unit "s": at most 1 s). With paired=True
+(the cases ran interleaved, round by round) the ratio is the median of the per-round
+ratios, which cancels the drift of a noisy machine between rounds.
 
 Every process started here is stopped in a `finally`; every command has a timeout.
 """
@@ -197,6 +201,13 @@ def time_cmd(
 ) -> Stats:
     """Wall time of a command (checked: a failing run raises), `runs` times."""
     return time_runs(lambda: run(argv, timeout=timeout, **kw), runs, setup=setup, warmup=warmup)
+
+
+def settle(pause: float = 0.05) -> None:
+    """Flush dirty pages to disk (untimed) so the next case does not pay for the
+    writeback of the previous one; call it in a case's setup."""
+    os.sync()
+    time.sleep(pause)
 
 
 def have(tool: str) -> bool:
@@ -545,7 +556,9 @@ class Row:
     baseline: str | None = None  # the case this row is compared with
     ratio: float | None = None  # > 1 better than the baseline
     target: float | None = None  # minimum ratio wanted
+    limit: float | None = None  # absolute bound on the median (max time, min rate)
     met: bool | None = None
+    paired: bool = False  # ratio = median of per-round ratios (interleaved runs)
     skipped: str | None = None  # why the case did not run
     note: str = ""
 
@@ -570,7 +583,12 @@ class Table:
         baseline: bool | str = False,
         target: float | None = None,
         note: str = "",
+        paired: bool = False,
+        limit: float | None = None,
     ) -> Row:
+        """A measured case. `paired`: sample i of this case and of its baseline ran in the
+        same round (interleaved), so the ratio is the median of the per-round ratios,
+        which cancels drift between rounds; otherwise it is the ratio of the medians."""
         row = Row(case, unit, stats.median, stats.min, stats.max, list(stats.samples), note=note)
         if baseline is True:
             self._current = row
@@ -579,10 +597,22 @@ class Table:
             ref = self._find(baseline) if isinstance(baseline, str) else self._current
             if ref is not None and ref.median and ref.unit == unit:
                 row.baseline = ref.case
-                row.ratio = ratio(stats.median, ref.median, unit)
+                if paired and len(ref.samples) == len(stats.samples):
+                    per_round = map(ratio, stats.samples, ref.samples, [unit] * len(ref.samples))
+                    row.ratio = statistics.median(per_round)
+                    row.paired = True
+                else:
+                    row.ratio = ratio(stats.median, ref.median, unit)
+        checks = []
         if target is not None:
             row.target = target
-            row.met = row.ratio is not None and row.ratio >= target
+            checks.append(row.ratio is not None and row.ratio >= target)
+        if limit is not None:  # an absolute bound: at most `limit` seconds, at least a rate
+            row.limit = limit
+            better = stats.median <= limit if unit in TIME_UNITS else stats.median >= limit
+            checks.append(better)
+        if checks:
+            row.met = all(checks)
         self.rows.append(row)
         log(format_row(row))
         return row
@@ -671,8 +701,13 @@ def fmt_ratio(r: Row) -> str:
     if r.ratio is None:
         return ""
     text = f"{r.ratio:.2f}x" if r.ratio >= 0.1 else f"{r.ratio:.2g}x"
+    wanted = []
     if r.target is not None:
-        text += f" ({'ok' if r.met else 'MISS'} ≥{r.target:g})"
+        wanted.append(f"≥{r.target:g}x")
+    if r.limit is not None:
+        wanted.append(f"{'≤' if r.unit in TIME_UNITS else '≥'}{r.limit:g} {r.unit}")
+    if wanted:
+        text += f" ({'ok' if r.met else 'MISS'} {', '.join(wanted)})"
     return text
 
 

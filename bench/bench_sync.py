@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""sync: `withcache sync` against curl, sha256sum and the PyPI peer's fill, same origin.
+
+The origin is a minimal nginx on loopback (several GB/s, never the bottleneck).
+  - 1 GiB: `curl -o FILE` (baseline) vs `withcache sync` of the same URL into an empty
+    data dir (download + sha256 + fsync + rename + index), vs hashing alone
+    (`sha256sum`; `openssl dgst -sha256` for the CPU's SHA-NI speed), vs the in-process
+    download loop `withcache.fetch.fetch()` (diagnostic: no interpreter start, no index),
+    vs withcache-server 0.13.3's fill through its API. Target: ratio >= 1.3 for sync.
+  - 200 x 1 MiB: one `curl` sequential (-K list) vs `withcache sync -j 1`; `curl -Z
+    --parallel-max 4` vs `withcache sync -j 4`.
+  - no-op: `withcache sync` over a 10,000-entry manifest whose artifacts are all present
+    (target < 1 s), vs the same over 1 entry (the fixed cost), and with --no-index.
+Rounds interleave the cases, and each ratio is the median of per-round ratios; dirty
+pages are flushed (untimed) before every timed case, so no case pays for another's
+writeback. --quick keeps the headline pairs only (1 GiB curl vs sync, 3 rounds; the
+-j 4 pair; the no-op) and skips the rest with a message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import common as c
+
+JOBS = 4
+SMALL = 200
+NOOP = 10_000
+NOTES = {
+    "sha256sum": "coreutils: no SHA-NI",
+    "openssl dgst -sha256": "SHA-NI: the CPU's hashing speed",
+    "fetch() in process": "download loop only: no interpreter start, DB, index",
+    "dd write + fsync (disk)": "writing 1 GiB to this disk, no network",
+}
+
+
+def rounds(cases: dict[str, Callable[[], object]], runs: int) -> dict[str, c.Stats]:
+    """Time every case once per round, `runs` rounds. A case's setup is its own business:
+    each callable here cleans up before it starts its clock (see `timed`)."""
+    out: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, fn in cases.items():
+            out[name].append(float(fn()))  # type: ignore[arg-type]
+    return {name: c.Stats(v) for name, v in out.items()}
+
+
+def timed(argv: list[str], before: Callable[[], object] | None = None) -> Callable[[], float]:
+    """A case that runs `before()` and flushes dirty pages (both untimed), then times
+    the command."""
+
+    def case() -> float:
+        if before:
+            before()
+        c.settle()
+        t0 = time.perf_counter()
+        c.run(argv, timeout=600)
+        return time.perf_counter() - t0
+
+    return case
+
+
+def rm(*paths: Path) -> Callable[[], None]:
+    """A cleanup step: remove these files or directories (absent ones are fine)."""
+
+    def clean() -> None:
+        for p in paths:
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+
+    return clean
+
+
+def sync_argv(data: Path, manifest: Path, *extra: str) -> list[str]:
+    return [*c.WITHCACHE, "sync", "-q", "--data", str(data), "-m", str(manifest), *extra]
+
+
+def fetch_in_process(url: str, partial: Path) -> Callable[[], float]:
+    from withcache import fetch
+
+    def case() -> float:
+        rm(partial)()
+        partial.mkdir()
+        c.settle()
+        t0 = time.perf_counter()
+        fetch.fetch(fetch.new_session(), fetch.Request(url, url), partial)
+        return time.perf_counter() - t0
+
+    return case
+
+
+def big_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) -> None:
+    url = f"{origin}/big.bin"
+    manifest = tmp / "big.yaml"
+    manifest.write_text(f"artifacts:\n  - {url}\n")
+    out, data = tmp / "curl-big.bin", tmp / "data-big"
+    cases: dict[str, Callable[[], object]] = {
+        "1 GiB: curl -o": timed(["curl", "-sSf", "-o", str(out), url], rm(out)),
+        "1 GiB: withcache sync": timed(sync_argv(data, manifest), rm(data)),
+    }
+    if not quick:
+        # hashing alone, over curl's file (in the page cache)
+        cases["1 GiB: sha256sum"] = timed(["sha256sum", str(out)])
+        cases["1 GiB: openssl dgst -sha256"] = timed(["openssl", "dgst", "-sha256", str(out)])
+        cases["1 GiB: fetch() in process"] = fetch_in_process(url, tmp / "partial")
+        cases["1 GiB: dd write + fsync (disk)"] = timed(
+            ["dd", "if=/dev/zero", f"of={tmp / 'dd.bin'}", "bs=4M", "count=256", "conv=fsync"],
+            rm(tmp / "dd.bin"),
+        )
+    venv, why = (None, "full run only") if quick else c.ensure_peer()
+    with ExitStack() as stack:
+        if venv is not None:
+            peer = stack.enter_context(c.peer_server(venv, tmp / "peer"))
+            cases["1 GiB: withcache-server 0.13.3 fill"] = lambda: peer.fill(url, "big")
+        c.log(f"1 GiB x{runs} rounds: {', '.join(cases)}")
+        stats = rounds(cases, runs)
+    for n, (name, s) in enumerate(stats.items()):
+        target = 1.3 if name == "1 GiB: withcache sync" else None
+        note = NOTES.get(name.removeprefix("1 GiB: "), "")
+        table.add(name, s, "s", baseline=n == 0, target=target, paired=True, note=note)
+    if venv is None:
+        table.skip("1 GiB: withcache-server 0.13.3 fill", why)
+    if quick:
+        table.skip("1 GiB: sha256sum, openssl, fetch(), dd", "full run only")
+    rm(out, data, tmp / "partial", tmp / "peer", tmp / "dd.bin")()
+
+
+def small_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) -> None:
+    urls = [f"{origin}/small/s{i:03d}.bin" for i in range(SMALL)]
+    manifest = tmp / "small.yaml"
+    manifest.write_text("artifacts:\n" + "".join(f"  - {u}\n" for u in urls))
+    outdir, data = tmp / "curl-small", tmp / "data-small"
+    listing = tmp / "curl-small.cfg"
+    listing.write_text(
+        "".join(f'url = "{u}"\noutput = "{outdir}/{i}"\n' for i, u in enumerate(urls))
+    )
+
+    def fresh_outdir() -> None:
+        rm(outdir)()
+        outdir.mkdir()
+
+    curl = ["curl", "-sSf", "-K", str(listing)]
+    pairs = [(f"{JOBS} jobs", ["-Z", "--parallel-max", str(JOBS)], ["-j", str(JOBS)])]
+    if not quick:
+        pairs.insert(0, ("sequential", [], ["-j", "1"]))
+    cases: dict[str, Callable[[], object]] = {}
+    for label, curl_opts, sync_opts in pairs:
+        cases[f"{SMALL} x 1 MiB, {label}: curl {' '.join(curl_opts)}".rstrip()] = timed(
+            [*curl, *curl_opts], fresh_outdir
+        )
+        cases[f"{SMALL} x 1 MiB, {label}: withcache sync {' '.join(sync_opts)}"] = timed(
+            sync_argv(data, manifest, *sync_opts), rm(data)
+        )
+    c.log(f"{SMALL} x 1 MiB x{runs} rounds")
+    stats = rounds(cases, runs)
+    for n, (name, st) in enumerate(stats.items()):
+        table.add(name, st, "s", baseline=n % 2 == 0, paired=n % 2 == 1)
+    if quick:
+        table.skip(f"{SMALL} x 1 MiB, sequential", "full run only")
+    rm(outdir, data)()
+
+
+def populate(data: Path, manifest: Path, count: int) -> None:
+    """A data dir holding `count` tiny verified artifacts and their manifest, written
+    directly (blob files + state rows, as sync leaves them), in seconds rather than the
+    minutes a first sync of 10,000 files takes. The first sync over it must fetch nothing."""
+    from withcache import keys, store
+    from withcache.settings import Layout
+
+    layout = Layout(data)
+    rows, lines = [], ["artifacts:"]
+    now = time.time()
+    for i in range(count):
+        url = f"http://127.0.0.1:9/noop/f{i:05d}.txt"  # never contacted: a no-op fetches nothing
+        body = b"%d\n" % i
+        key = keys.normalize(url)
+        blob = layout.www / keys.blob_relpath(key)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(body)
+        a = store.Artifact(
+            key, url, keys.name(key), len(body), hashlib.sha256(body).hexdigest(), now
+        )
+        rows.append(a)
+        lines.append(f"  - {url}")
+    conn = store.connect(layout.db)
+    try:
+        with store.transaction(conn):
+            conn.executemany(
+                "INSERT INTO artifacts (key, url, name, size, sha256, fetched_at, source) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'manifest')",
+                [(a.key, a.url, a.name, a.size, a.sha256, a.fetched_at) for a in rows],
+            )
+    finally:
+        conn.close()
+    manifest.write_text("\n".join(lines) + "\n")
+
+
+def noop_cases(table: c.Table, tmp: Path, runs: int) -> None:
+    data, manifest = tmp / "data-noop", tmp / "noop.yaml"
+    one_data, one = tmp / "data-noop1", tmp / "noop1.yaml"
+    c.log(f"populating a data dir with {NOOP:,} artifacts")
+    populate(data, manifest, NOOP)
+    populate(one_data, one, 1)
+    for d, m in ((data, manifest), (one_data, one)):
+        out = c.run([*c.WITHCACHE, "sync", "--data", str(d), "-m", str(m)], timeout=300)
+        if " 0 fetched" not in out.stdout + out.stderr:
+            raise RuntimeError(f"the pre-populated data dir is not a no-op:\n{out.stderr}")
+    cases: dict[str, Callable[[], object]] = {
+        "no-op sync, 1 entry": timed(sync_argv(one_data, one)),
+        f"no-op sync, {NOOP:,} entries": timed(sync_argv(data, manifest)),
+        f"no-op sync, {NOOP:,} entries, --no-index": timed(sync_argv(data, manifest, "--no-index")),
+    }
+    c.log(f"no-op sync x{runs} rounds")
+    stats = rounds(cases, runs)
+    names = list(stats)
+    table.add(names[0], stats[names[0]], "s", baseline=True)
+    table.add(names[1], stats[names[1]], "s", paired=True, limit=1.0)
+    table.add(names[2], stats[names[2]], "s", paired=True)
+
+
+def main() -> int:
+    args = c.parse_args("sync")
+    runs = args.runs or 5
+    big_runs = args.runs or (3 if args.quick else 5)
+    table = c.Table("sync", args.json)
+    missing = [t for t in ("curl", "sha256sum", "openssl") if not c.have(t)]
+    if missing:
+        print(f"sync bench: {', '.join(missing)} not installed; cannot run its baselines")
+        return 0
+    with c.tmpdir("bench-sync") as tmp:
+        origin_dir = tmp / "origin"
+        c.log("writing the origin's files (1 GiB + 200 x 1 MiB)")
+        c.make_file(origin_dir / "big.bin", c.GiB)
+        for i in range(SMALL):
+            c.make_file(origin_dir / "small" / f"s{i:03d}.bin", c.MiB, seed=i + 1)
+        (origin_dir / "small").chmod(0o755)
+        with c.static_origin(origin_dir) as origin:
+            big_cases(table, tmp, origin, big_runs, args.quick)
+            small_cases(table, tmp, origin, runs, args.quick)
+        noop_cases(table, tmp, runs)
+    return table.finish()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
