@@ -439,20 +439,49 @@ def test_server_forms(server: str, fakes: Path) -> None:
     assert r.argv == [hit(U)]
 
 
-def test_probe_command_line(tmp_path: Path) -> None:
-    """The probe is a HEAD with curl -q first (no curlrc), timeouts, no globbing."""
+def probe_argv(tool: str, tmp_path: Path, **env: str) -> list[str]:
+    """The argv of the shim's probe, through a real tool that records it."""
     log = tmp_path / "argv"
-    real = tmp_path / "curl"
-    real.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >>{log}\necho 200\n')
+    log.unlink(missing_ok=True)
+    real = tmp_path / tool
+    answer = "echo 200" if tool == "curl" else "echo '  HTTP/1.1 200 OK' >&2"
+    real.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >>{log}\n{answer}\n')
     real.chmod(0o755)
-    env = {"PATH": os.environ["PATH"], "WITHCACHE_SERVER": SERVER, "REAL_CURL": str(real)}
-    env["WITHCACHE_TIMEOUT"] = "0.5"
-    subprocess.run([*SHELLS["dash"], str(SHIM), "-s", U], env=env, check=True, capture_output=True)
-    probe = log.read_text().split("\n")[: log.read_text().split("\n").index(hit(U)) + 1]
-    assert probe[0] == "-q"
+    e = {"PATH": os.environ["PATH"], "WITHCACHE_SERVER": SERVER, f"REAL_{tool.upper()}": str(real)}
+    e.update(env)
+    subprocess.run([*shim_cmd("dash", tool), U], env=e, check=True, capture_output=True)
+    lines = log.read_text().split("\n")
+    return lines[: lines.index(hit(U)) + 1]
+
+
+def has(argv: list[str], *opt: str) -> bool:
+    return any(argv[i : i + len(opt)] == list(opt) for i in range(len(argv)))
+
+
+def test_curl_probe_is_a_head_without_curlrc_redirects_or_globbing(tmp_path: Path) -> None:
+    probe = probe_argv("curl", tmp_path, WITHCACHE_TIMEOUT="0.5")
+    assert probe[0] == "-q"  # no curlrc: must come first
     for opt in (["-I"], ["-g"], ["--connect-timeout", "0.5"], ["-m", "0.5"], ["-o", "/dev/null"]):
-        assert any(probe[i : i + len(opt)] == opt for i in range(len(probe))), opt
+        assert has(probe, *opt), opt
     assert "-L" not in probe and "--location" not in probe
+
+
+def test_wget_probe_is_a_spider_without_wgetrc_redirects_or_retries(tmp_path: Path) -> None:
+    probe = probe_argv("wget", tmp_path)
+    assert probe[0] == "--no-config"
+    for opt in (["--spider"], ["--max-redirect=0"], ["--tries=1"], ["-T", "2"]):
+        assert has(probe, *opt), opt
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [(None, "2"), ("", "2"), ("0.5", "0.5"), ("10", "10"), ("0", "2"), ("x", "2"), ("1.2.3", "2")],
+)
+def test_probe_timeout_comes_from_withcache_timeout(
+    value: str | None, seconds: str, tmp_path: Path
+) -> None:
+    env = {} if value is None else {"WITHCACHE_TIMEOUT": value}
+    assert has(probe_argv("curl", tmp_path, **env), "-m", seconds)
 
 
 # --- Finding the real tool -------------------------------------------------------
