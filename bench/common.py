@@ -3,7 +3,7 @@
 Every figure a bench prints is a ratio against a baseline measured in the same run,
 so a noisy machine moves both sides together. The API, in the order a bench uses it:
 
-    args = parse_args("serve")           # --quick, --runs N, --json PATH
+    args = parse_args("serve")           # --quick, --runs N, --json PATH (args.json is set)
     stats = time_runs(fn, runs=5)        # time fn() `runs` times -> Stats (seconds)
     stats = sample_runs(fn, runs=5)      # fn() returns a number (req/s, MB/s) -> Stats
     stats = time_cmd(["curl", ...], runs=5, timeout=60)   # a command, checked, timed
@@ -102,8 +102,16 @@ def parse_args(area: str, argv: Sequence[str] | None = None) -> argparse.Namespa
     p = argparse.ArgumentParser(description=f"withcache benchmark: {area}")
     p.add_argument("--quick", action="store_true", help="fewer runs and smaller loads")
     p.add_argument("--runs", type=int, default=None, help="runs per case (default 5; quick 3-5)")
-    p.add_argument("--json", type=Path, default=RESULTS / f"{area}.json", help="results file")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="results file (default: bench/results/AREA.json; bench/results/quick/AREA.json "
+        "with --quick, so a quick run never replaces the committed figures)",
+    )
+    args = p.parse_args(argv)
+    if args.json is None:
+        args.json = (RESULTS / "quick" if args.quick else RESULTS) / f"{area}.json"
+    return args
 
 
 _T0 = time.monotonic()
@@ -700,7 +708,7 @@ def fmt(x: float) -> str:
 def fmt_ratio(r: Row) -> str:
     if r.ratio is None:
         return ""
-    text = f"{r.ratio:.2f}x" if r.ratio >= 0.1 else f"{r.ratio:.2g}x"
+    text = f"{r.ratio:.3g}x"
     wanted = []
     if r.target is not None:
         wanted.append(f"≥{r.target:g}x")
