@@ -134,6 +134,7 @@ class Watcher:
 
     def __init__(self, data: Path, log: Path, *extra: str) -> None:
         self.data = data
+        self.started = time.time()
         self.err_path = data.parent / "watch.err"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         with self.err_path.open("ab") as err:
@@ -204,6 +205,27 @@ def wait_caught_up(data: Path, log: Path, timeout: float = 60) -> None:
     raise AssertionError(f"watcher did not catch up: {checkpoint(data, log)} vs {log.stat()}")
 
 
+def wait_started(data: Path, log: Path, w: Watcher) -> None:
+    """Until this watcher has committed (it commits its position once it opened the log)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = None
+        if (data / "state" / "withcache.db").exists():
+            conn = db(data)
+            try:
+                row = conn.execute(
+                    "SELECT updated FROM log_offsets WHERE log = ?", (os.path.abspath(log),)
+                ).fetchone()
+            except sqlite3.OperationalError:  # tables not created yet
+                pass
+            finally:
+                conn.close()
+        if row is not None and row[0] >= w.started:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the watcher did not start")
+
+
 def wait_for_progress(data: Path, log: Path, since: tuple[int, int] | None) -> None:
     """Until a (re)started watcher has committed something."""
     deadline = time.monotonic() + 30
@@ -264,7 +286,7 @@ def test_kill_9_at_random_points_neither_loses_nor_double_counts(
     data, log = tmp_path / "data", tmp_path / "access.log"
     exp = Expected()
     body = traffic(rng, lines, exp)
-    seconds = 6.0 if lines <= 100_000 else 30.0
+    seconds = 8.0 if lines <= 100_000 else 40.0
     writer = threading.Thread(
         target=write_in_pieces, args=(log, body, max(50, lines // 1000), seconds, rng)
     )
@@ -273,7 +295,7 @@ def test_kill_9_at_random_points_neither_loses_nor_double_counts(
         watchers.append(Watcher(data, log, "-q"))
         at_kill = []
         for _ in range(kills):
-            wait_for_progress(data, log, since=checkpoint(data, log))
+            wait_started(data, log, watchers[-1])
             time.sleep(rng.uniform(0, 0.4))  # somewhere between two commits, or in one
             at_kill.append(checkpoint(data, log))
             watchers[-1].kill9()
@@ -281,10 +303,11 @@ def test_kill_9_at_random_points_neither_loses_nor_double_counts(
     finally:
         writer.join()
     wait_caught_up(data, log)
+    wait_started(data, log, watchers[-1])  # its SIGTERM handler is in place
     assert watchers[-1].term() == 0
     assert_counts(data, exp)
     offsets = [c[1] for c in at_kill if c is not None]
-    assert len({o for o in offsets if 0 < o < len(body)}) >= kills - 1, (
+    assert len({o for o in offsets if 0 < o < len(body)}) >= min(3, kills), (
         f"kills did not land mid-stream (seed {seed}): {offsets}"
     )
 
