@@ -335,7 +335,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
     example:
       withcache add https://vendor.example/cuda_12.6.3_linux.run
-      withcache add -m manifests/nvidia.yaml --sha256 5e2b...64 hex... URL
+      withcache add -m manifests/nvidia.yaml --sha256 "$(sha256sum < f.run | cut -c1-64)" \\
+          https://vendor.example/f.run
     """
     hashes = [add.normal_sha256(h) for h in args.sha256 or []]
     if hashes and len(hashes) != len(args.urls):
