@@ -488,3 +488,27 @@ def test_systemd_units_verify() -> None:
         if line.strip() and "is not executable" not in line  # /usr/local/bin/withcache here
     ]
     assert complaints == []
+
+
+def peak_rss_mib(data: Path, log: Path) -> float:
+    """Peak RSS of one `watch --once` over the log (the child's own rusage)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    argv = ["watch", "--once", "-q", "--index-every", "0", "--data", str(data), "--log", str(log)]
+    proc = subprocess.Popen(withcache_cmd(*argv), cwd=ROOT, env=env)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0
+    return usage.ru_maxrss / 1024
+
+
+def test_memory_stays_flat_however_long_the_log(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    small, big = tmp_path / "small.log", tmp_path / "big.log"
+    small.write_bytes(traffic(rng, 20_000, Expected()))
+    n = 2_000_000 if LONG else 200_000
+    with big.open("wb") as f:
+        for _ in range(n // 20_000):
+            f.write(traffic(rng, 20_000, Expected()))
+    a = peak_rss_mib(tmp_path / "d1", small)
+    b = peak_rss_mib(tmp_path / "d2", big)
+    assert b - a < 12, f"peak RSS {a:.0f} MiB for 20k lines, {b:.0f} MiB for {n:,}"

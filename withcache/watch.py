@@ -29,7 +29,7 @@ from withcache.tail import Block, Changes, Follower, Warn
 BATCH_LINES = 100_000
 BATCH_SECONDS = 1.0
 RECHECK = 1.0  # seconds between safety re-checks when no change event arrives
-KNOWN_CLIENTS = 200_000  # (miss, client) pairs remembered as already stored
+KNOWN_CLIENTS = 20_000  # (miss, client) pairs remembered as already stored
 SETTLE = 0.1  # re-check interval while a rotated log is still being read
 COUNTERS = ("lines", "hits", "hit_bytes", "misses", "project_misses", "invalid", "garbage")
 
