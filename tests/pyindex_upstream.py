@@ -82,13 +82,15 @@ def build_wheel(
     meta = metadata_text(name, version, requires or [], requires_python)
     module = f"{dist.lower()}.py"
     files = {
-        module: f"VERSION = {version!r}\n".encode() + payload,
+        module: f"VERSION = {version!r}\n".encode(),
         f"{info}/METADATA": meta,
         f"{info}/WHEEL": (
             "Wheel-Version: 1.0\nGenerator: withcache-tests\n"
             f"Root-Is-Purelib: {'true' if tag.endswith('-any') else 'false'}\nTag: {tag}\n"
         ).encode(),
     }
+    if payload:  # bulk, as a data file (bytes in a .py would fail byte-compiling)
+        files[f"{dist.lower()}_payload.bin"] = payload
     record = "".join(f"{p},{_record_hash(b)},{len(b)}\n" for p, b in files.items())
     record += f"{info}/RECORD,,\n"
     files[f"{info}/RECORD"] = record.encode()
@@ -162,7 +164,10 @@ class Upstream:
         return ("<!DOCTYPE html><html><body>" + "\n".join(links) + "</body></html>").encode()
 
     def publish(self, origin: Origin) -> None:
-        """Serve everything; return nothing: URLs are origin.base + /json/simple/ etc."""
+        """Serve everything at origin.base + /json/simple/, /html/simple/ and /files/."""
+        # uv opens dozens of connections at once; socketserver's backlog of 5 drops SYNs,
+        # and each drop costs a 1-15 s retransmission: the upstream, not the code, is slow.
+        origin.server.socket.listen(128)
         files_base = origin.base + "/files"
         for project in self.projects():
             origin.add(

@@ -5,7 +5,7 @@ a download that failed, or whose bytes differed from the upstream's listing, was
 never recorded, so it is simply absent. Each project gets index.html (PEP 503) and
 index.v1json (PEP 691) side by side; nginx picks one by Accept. Pages are written
 atomically and only when their bytes change. A listed wheel's PEP 658 metadata is
-also copied next to its bytes (www/b/<token>/@metadata), where nginx serves
+also linked next to its bytes (www/b/<token>/@metadata), where nginx serves
 `<file URL>.metadata`.
 """
 
@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -30,6 +33,7 @@ API_VERSION = "1.1"
 HTML = "index.html"
 JSON = "index.v1json"
 METADATA = "@metadata"
+WRITERS = 8  # concurrent page writes: fsyncs overlap in the journal
 
 
 @dataclass(frozen=True)
@@ -158,25 +162,42 @@ def _present(
 
 
 def _place_metadata(layout: Layout, f: IndexFile, meta: store.Artifact) -> bool:
-    """Copy the metadata beside the file's bytes, where nginx answers `<file>.metadata`."""
+    """Hard-link the metadata beside the file's bytes, where nginx answers `<file>.metadata`.
+
+    A link, not a copy: the blob is already whole and fsynced, so this costs no write."""
+    src = tree.blob_path(layout, meta.key)
+    dest = tree.blob_path(layout, f.key).parent / METADATA
     try:
-        data = tree.blob_path(layout, meta.key).read_bytes()
-        write_if_changed(tree.blob_path(layout, f.key).parent / METADATA, data)
+        if dest.exists() and os.path.samefile(src, dest):
+            return True
+        tmp = dest.with_name(f".tmp-{METADATA}-{os.getpid()}-{threading.get_ident()}")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # no hard links here: copy
+            write_if_changed(dest, src.read_bytes())
+            return True
+        os.replace(tmp, dest)
     except OSError:
         return False
     return True
 
 
 def write_pages(layout: Layout, projects: dict[str, list[Link]]) -> None:
+    """Every page, a few at once (each write waits on its fsync), then the stale ones go."""
     env = _env()
     simple = layout.www / "simple"
     project_tpl = env.get_template("simple/project.html")
+    writes: list[tuple[Path, bytes]] = []
     for name, files in projects.items():
         files.sort(key=lambda link: link.filename)
         d = simple / name
-        write_if_changed(d / HTML, project_tpl.render(name=name, files=files).encode())
-        write_if_changed(d / JSON, project_json(name, files))
-    names = sorted(projects)
+        writes.append((d / HTML, project_tpl.render(name=name, files=files).encode()))
+        writes.append((d / JSON, project_json(name, files)))
+    with ThreadPoolExecutor(WRITERS, "pyindex-pages") as pool:
+        list(pool.map(lambda w: write_if_changed(*w), writes))
+    names = sorted(projects)  # the root last: it never names a project without a page
     write_if_changed(
         simple / HTML, env.get_template("simple/root.html").render(projects=names).encode()
     )

@@ -69,7 +69,9 @@ def uv_platform(tag: str) -> tuple[str | None, dict[str, str]]:
         mac_arch = MAC_ARCHES.get(m.group(3))
         if mac_arch is None:
             raise ValueError(f"{tag!r}: unknown macOS architecture {m.group(3)!r}")
-        return f"{mac_arch}-apple-darwin", {"MACOSX_DEPLOYMENT_TARGET": f"{m.group(1)}.{m.group(2)}"}
+        return f"{mac_arch}-apple-darwin", {
+            "MACOSX_DEPLOYMENT_TARGET": f"{m.group(1)}.{m.group(2)}"
+        }
     if tag in WINDOWS:
         return WINDOWS[tag], {}
     raise ValueError(
