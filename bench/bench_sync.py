@@ -11,7 +11,8 @@ The origin is a minimal nginx on loopback (several GB/s, never the bottleneck).
     --parallel-max 4` vs `withcache sync -j 4`.
   - no-op: `withcache sync` over a 10,000-entry manifest whose artifacts are all present
     (target < 1 s), vs the same over 1 entry (the fixed cost), and with --no-index.
-Rounds interleave the cases, and each ratio is the median of per-round ratios; dirty
+Notes give each case's median CPU time (user + sys), which a busy machine disturbs less
+than wall time. Rounds interleave the cases, and each ratio is the median of per-round ratios; dirty
 pages are flushed (untimed) before every timed case, so no case pays for another's
 writeback. --quick keeps the headline pairs only (1 GiB curl vs sync, 3 rounds; the
 -j 4 pair; the no-op) and skips the rest with a message.
@@ -20,6 +21,7 @@ writeback. --quick keeps the headline pairs only (1 GiB curl vs sync, 3 rounds; 
 from __future__ import annotations
 
 import hashlib
+import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -39,27 +41,39 @@ NOTES = {
 }
 
 
-def rounds(cases: dict[str, Callable[[], object]], runs: int) -> dict[str, c.Stats]:
-    """Time every case once per round, `runs` rounds. A case's setup is its own business:
-    each callable here cleans up before it starts its clock (see `timed`)."""
-    out: dict[str, list[float]] = {name: [] for name in cases}
+Case = Callable[[], tuple[float, float | None]]
+
+
+def rounds(cases: dict[str, Case], runs: int) -> dict[str, tuple[c.Stats, c.Stats | None]]:
+    """Run every case once per round, `runs` rounds: (wall seconds, CPU seconds or None).
+    Each case cleans up and flushes before it starts its clock (see `timed`)."""
+    wall: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
         for name, fn in cases.items():
-            out[name].append(float(fn()))  # type: ignore[arg-type]
-    return {name: c.Stats(v) for name, v in out.items()}
+            w, u = fn()
+            wall[name].append(w)
+            if u is not None:
+                cpu[name].append(u)
+    return {n: (c.Stats(wall[n]), c.Stats(cpu[n]) if cpu[n] else None) for n in cases}
 
 
-def timed(argv: list[str], before: Callable[[], object] | None = None) -> Callable[[], float]:
-    """A case that runs `before()` and flushes dirty pages (both untimed), then times
-    the command."""
+def cpu_seconds(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
 
-    def case() -> float:
+
+def timed(argv: list[str], before: Callable[[], object] | None = None) -> Case:
+    """A case that runs `before()` and flushes dirty pages (both untimed), then runs the
+    command: its wall time, and its CPU time (user + sys, children included)."""
+
+    def case() -> tuple[float, float]:
         if before:
             before()
         c.settle()
-        t0 = time.perf_counter()
+        u0, t0 = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
         c.run(argv, timeout=600)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, cpu_seconds(resource.RUSAGE_CHILDREN) - u0
 
     return case
 
@@ -81,16 +95,16 @@ def sync_argv(data: Path, manifest: Path, *extra: str) -> list[str]:
     return [*c.WITHCACHE, "sync", "-q", "--data", str(data), "-m", str(manifest), *extra]
 
 
-def fetch_in_process(url: str, partial: Path) -> Callable[[], float]:
+def fetch_in_process(url: str, partial: Path) -> Case:
     from withcache import fetch
 
-    def case() -> float:
+    def case() -> tuple[float, float]:
         rm(partial)()
         partial.mkdir()
         c.settle()
-        t0 = time.perf_counter()
+        u0, t0 = cpu_seconds(resource.RUSAGE_SELF), time.perf_counter()
         fetch.fetch(fetch.new_session(), fetch.Request(url, url), partial)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, cpu_seconds(resource.RUSAGE_SELF) - u0
 
     return case
 
@@ -100,7 +114,7 @@ def big_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) ->
     manifest = tmp / "big.yaml"
     manifest.write_text(f"artifacts:\n  - {url}\n")
     out, data = tmp / "curl-big.bin", tmp / "data-big"
-    cases: dict[str, Callable[[], object]] = {
+    cases: dict[str, Case] = {
         "1 GiB: curl -o": timed(["curl", "-sSf", "-o", str(out), url], rm(out)),
         "1 GiB: withcache sync": timed(sync_argv(data, manifest), rm(data)),
     }
@@ -117,13 +131,15 @@ def big_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) ->
     with ExitStack() as stack:
         if venv is not None:
             peer = stack.enter_context(c.peer_server(venv, tmp / "peer"))
-            cases["1 GiB: withcache-server 0.13.3 fill"] = lambda: peer.fill(url, "big")
+            cases["1 GiB: withcache-server 0.13.3 fill"] = lambda: (peer.fill(url, "big"), None)
         c.log(f"1 GiB x{runs} rounds: {', '.join(cases)}")
         stats = rounds(cases, runs)
-    for n, (name, s) in enumerate(stats.items()):
+    for n, (name, (wall, cpu)) in enumerate(stats.items()):
         target = 1.3 if name == "1 GiB: withcache sync" else None
-        note = NOTES.get(name.removeprefix("1 GiB: "), "")
-        table.add(name, s, "s", baseline=n == 0, target=target, paired=True, note=note)
+        notes = [f"CPU {cpu.median:.2f} s"] if cpu else []
+        notes += [NOTES[k] for k in NOTES if name.endswith(k)]
+        note = "; ".join(notes)
+        table.add(name, wall, "s", baseline=n == 0, target=target, paired=True, note=note)
     if venv is None:
         table.skip("1 GiB: withcache-server 0.13.3 fill", why)
     if quick:
@@ -149,7 +165,7 @@ def small_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) 
     pairs = [(f"{JOBS} jobs", ["-Z", "--parallel-max", str(JOBS)], ["-j", str(JOBS)])]
     if not quick:
         pairs.insert(0, ("sequential", [], ["-j", "1"]))
-    cases: dict[str, Callable[[], object]] = {}
+    cases: dict[str, Case] = {}
     for label, curl_opts, sync_opts in pairs:
         cases[f"{SMALL} x 1 MiB, {label}: curl {' '.join(curl_opts)}".rstrip()] = timed(
             [*curl, *curl_opts], fresh_outdir
@@ -159,8 +175,9 @@ def small_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) 
         )
     c.log(f"{SMALL} x 1 MiB x{runs} rounds")
     stats = rounds(cases, runs)
-    for n, (name, st) in enumerate(stats.items()):
-        table.add(name, st, "s", baseline=n % 2 == 0, paired=n % 2 == 1)
+    for n, (name, (wall, cpu)) in enumerate(stats.items()):
+        note = f"CPU {cpu.median:.2f} s" if cpu else ""
+        table.add(name, wall, "s", baseline=n % 2 == 0, paired=n % 2 == 1, note=note)
     if quick:
         table.skip(f"{SMALL} x 1 MiB, sequential", "full run only")
     rm(outdir, data)()
@@ -211,17 +228,17 @@ def noop_cases(table: c.Table, tmp: Path, runs: int) -> None:
         out = c.run([*c.WITHCACHE, "sync", "--data", str(d), "-m", str(m)], timeout=300)
         if " 0 fetched" not in out.stdout + out.stderr:
             raise RuntimeError(f"the pre-populated data dir is not a no-op:\n{out.stderr}")
-    cases: dict[str, Callable[[], object]] = {
+    cases: dict[str, Case] = {
         "no-op sync, 1 entry": timed(sync_argv(one_data, one)),
         f"no-op sync, {NOOP:,} entries": timed(sync_argv(data, manifest)),
         f"no-op sync, {NOOP:,} entries, --no-index": timed(sync_argv(data, manifest, "--no-index")),
     }
     c.log(f"no-op sync x{runs} rounds")
     stats = rounds(cases, runs)
-    names = list(stats)
-    table.add(names[0], stats[names[0]], "s", baseline=True)
-    table.add(names[1], stats[names[1]], "s", paired=True, limit=1.0)
-    table.add(names[2], stats[names[2]], "s", paired=True)
+    for n, (name, (wall, cpu)) in enumerate(stats.items()):
+        note = f"CPU {cpu.median:.2f} s" if cpu else ""
+        limit = 1.0 if n == 1 else None
+        table.add(name, wall, "s", baseline=n == 0, paired=n > 0, limit=limit, note=note)
 
 
 def main() -> int:

@@ -532,7 +532,7 @@ def peer_server(venv: Path, data_dir: Path, workers: int = 2) -> Iterator[Peer]:
 
 
 def machine() -> dict[str, str]:
-    """What the figures ran on: nproc, CPU model, kernel, nginx, Python."""
+    """What the figures ran on: nproc, CPU model, kernel, nginx, Python, load average."""
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -543,6 +543,9 @@ def machine() -> dict[str, str]:
     with contextlib.suppress(OSError, IndexError, ValueError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         mem = f"{kb / (1 << 20):.1f} GiB"
+    load = ""
+    with contextlib.suppress(OSError):
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return {
         "nproc": str(os.cpu_count()),
         "cpu": cpu,
@@ -550,6 +553,7 @@ def machine() -> dict[str, str]:
         "kernel": platform.release(),
         "nginx": nginx_version(),
         "python": platform.python_version(),
+        "load": load,  # 1/5/15-min load average when the bench finished: others' work
     }
 
 
