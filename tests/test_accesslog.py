@@ -202,6 +202,13 @@ def test_invalid_utf8_in_a_user_agent_is_kept_readable() -> None:
     assert isinstance(r, Miss) and r.ua == "\ufffd\ufffd"
 
 
+def test_a_lone_surrogate_escape_in_a_user_agent_becomes_storable_text() -> None:
+    r = parse_line(line(keys.cache_path(CUDA), ua="a\ud800b", addr="\udfff"))
+    assert isinstance(r, Miss)
+    assert r.ua == "a?b" and r.addr == "?"
+    r.ua.encode("utf-8")
+
+
 def test_a_1mb_line_is_handled_and_the_user_agent_trimmed() -> None:
     r = parse_line(line(keys.cache_path(CUDA), ua="A" * 1_000_000))
     assert isinstance(r, Miss) and len(r.ua) == 300
@@ -222,6 +229,33 @@ def test_a_real_nginx_line_with_escapes() -> None:
     assert isinstance(r, Miss)
     assert r.key == "https://vendor.example/missing.run"
     assert r.ua == 'evil"\x01\ufffd'
+
+
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(st.just(keys.cache_path(CUDA)), st.just("/simple/torch/"), _text),
+    st.sampled_from([200, 206, 404, 405]),
+    st.sampled_from(["GET", "HEAD", "POST"]),
+    _text,
+    _text,
+    st.integers(min_value=0, max_value=10**20),
+    st.booleans(),
+)
+def test_the_fast_path_reads_exactly_what_a_json_parser_reads(
+    uri: str, status: int, method: str, ua: str, addr: str, nbytes: int, escaped: bool
+) -> None:
+    """Lines in nginx's own format skip the JSON parser; the result must not change."""
+    from withcache.accesslog import _EXACT, _parse_json
+
+    raw = line(uri, status, method, ua=ua, addr=addr, bytes=nbytes)
+    if not escaped:  # nginx writes bytes >= 0x80 as they are, not as \uXXXX
+        raw = json.dumps(json.loads(raw), separators=(",", ":"), ensure_ascii=False)
+    if nbytes < 10**19:
+        assert _EXACT.fullmatch(raw)  # our own format: the fast path
+    assert parse_line(raw) == _parse_json(raw)
 
 
 @settings(max_examples=300, deadline=None)

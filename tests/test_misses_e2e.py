@@ -15,6 +15,7 @@ from tests.conftest import Cache, plant, run_withcache
 from tests.origin import Origin
 from tests.test_watch import Watcher, checkpoint, nginx_line
 from withcache import keys
+from withcache.accesslog import _EXACT
 from withcache.settings import Layout
 
 
@@ -82,11 +83,16 @@ def test_hits_count_gets_not_head_probes_and_show_in_the_index(
 ) -> None:
     body = b"x" * 10_000
     url = cache.plant("https://vendor.example/tool-1.2.tar.gz", body)
-    assert requests.head(url).status_code == 200  # a shim's probe: not a hit
+    odd = {"User-Agent": 'odd "agent" \\ \x01 \xe9'}  # nginx escapes these its own way
+    assert requests.head(url, headers=odd).status_code == 200  # a shim's probe: not a hit
     assert requests.get(url).content == body
     r = requests.get(url, headers={"Range": "bytes=0-99"})
     assert r.status_code == 206
     wait_for(lambda: caught_up(cache))
+    lines = cache.access_log.read_bytes().decode("utf-8", "replace").splitlines()
+    assert any('\\"agent\\"' in line for line in lines)
+    for line in lines:  # nginx's own lines, escapes and all, take the parser's fast path
+        assert _EXACT.fullmatch(line), line
     assert run_withcache("index", "--data", str(cache.data)).returncode == 0
     catalog = json.loads((cache.data / "www" / "catalog.json").read_text())
     (art,) = catalog["artifacts"]
