@@ -401,18 +401,19 @@ def test_a_log_that_does_not_exist_yet_and_hostile_lines(
         nginx_line("/b/" + keys.token("javascript:alert(1)") + "/x"),
         nginx_line(keys.cache_path(url), ua="A" * 1_000_000),
         b"\x00\x00" + nginx_line(keys.cache_path(url)),
+        nginx_line(keys.cache_path(url), ua="\ud800 lone surrogate"),  # not storable as is
     ]
     log.write_bytes(b"".join(hostile))
     wait_caught_up(data, log, timeout=20)
     out = run_withcache("misses", "--json", "--data", str(data))
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
-    assert [(r["url"], r["count"]) for r in rows] == [(url, 2)]
+    assert [(r["url"], r["count"]) for r in rows] == [(url, 3)]
     assert len(rows[0]["last_ua"]) <= 300
     conn = db(data)
     counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
     conn.close()
-    assert (counters["garbage"], counters["invalid"], counters["lines"]) == (3, 1, 6)
+    assert (counters["garbage"], counters["invalid"], counters["lines"]) == (3, 1, 7)
     assert watchers[0].proc.poll() is None  # still running
 
 
