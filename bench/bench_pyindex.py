@@ -10,10 +10,11 @@ Everything on loopback; wheels built here (tests/pyindex_upstream.py), no networ
     machine's pip/uv configuration. Rounds interleave the servers; ratios are paired.
   - sync: a 200-file index (100 projects x wheels for Python 3.11 and 3.12, 64 KiB
     each, with PEP 658 metadata: 400 artifacts) from a loopback upstream: `withcache
-    sync` into an empty data dir (resolve with uv, read 100 project pages, fetch 400 files,
-    render) and again with everything present (the no-op a cron job pays), vs
-    `pip download` of the same wheels for the same two targets (the baseline: what an
-    operator would otherwise script).
+    sync` of the python: section into an empty data dir (resolve with uv, read 100
+    project pages, fetch 400 files, render) and again with everything present (the no-op
+    a cron job pays), each against `withcache sync` of the very same 400 URLs listed as
+    pinned artifacts: entries (the baseline: what the front door adds to plain mirroring).
+--quick: 2 rounds, a 50-file index.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,9 +56,9 @@ def install_upstream() -> Upstream:
     return up
 
 
-def sync_upstream() -> tuple[Upstream, list[str]]:
+def sync_upstream(projects: int) -> tuple[Upstream, list[str]]:
     up = Upstream()
-    names = [f"bench-proj-{i:03d}" for i in range(SYNC_PROJECTS)]
+    names = [f"bench-proj-{i:03d}" for i in range(projects)]
     for n in names:
         for tag in TARGET_TAGS.values():
             up.add(n, "1.0", tag=tag, payload=payload(n + tag, SYNC_PAYLOAD), pep658=True)
@@ -161,64 +161,77 @@ def bench_install(table: c.Table, runs: int) -> None:
     table.add(f"{what}: uv, withcache nginx", stats["uv, withcache"], "s", paired=True)
 
 
-def bench_sync(table: c.Table, runs: int) -> None:
+def artifacts_manifest(path: Path, base: str, up: Upstream) -> Path:
+    """The same files (wheels and metadata) as plain pinned URL entries."""
+    lines = ["artifacts:"]
+    for d in up.dists:
+        url = f"{base}/files/{d.filename}"
+        lines += [f"  - url: {url}", f"    sha256: {d.sha256}"]
+        meta = hashlib.sha256(d.metadata).hexdigest()
+        lines += [f"  - url: {url}.metadata", f"    sha256: {meta}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def bench_sync(table: c.Table, runs: int, projects: int) -> None:
     with c.tmpdir("bench-pyindex-sync") as tmp:
-        up, names = sync_upstream()
+        up, names = sync_upstream(projects)
         origin = Origin()
         try:
             up.publish(origin)
-            index = f"{origin.base}/json/simple/"
-            manifest = python_manifest(tmp / "m.yaml", index, names)
-            data = tmp / "data"
-            reqs = tmp / "requirements.txt"
-            reqs.write_text("".join(n + "\n" for n in names))
-            sync = [*c.WITHCACHE, "sync", "-q", "-j", "8", "--data", str(data), "-m", str(manifest)]
+            py = python_manifest(tmp / "python.yaml", f"{origin.base}/json/simple/", names)
+            urls = artifacts_manifest(tmp / "urls.yaml", origin.base, up)
 
-            def pip_download() -> None:
-                dest = Path(tempfile.mkdtemp(dir=tmp))
-                for version in TARGET_TAGS:
-                    run_isolated(
-                        [
-                            sys.executable, "-m", "pip", "--isolated", "download", "-q",
-                            "--no-cache-dir", "--only-binary", ":all:", "--no-deps",
-                            "--python-version", version, "--platform", "manylinux_2_28_x86_64",
-                            "--index-url", index, "-d", str(dest), "-r", str(reqs),
-                        ]
-                    )  # fmt: skip
-                shutil.rmtree(dest)
-
-            def cold() -> float:
-                return timed(lambda: c.run(sync, timeout=600), lambda: shutil.rmtree(data, True))
-
-            def warm() -> float:
-                return timed(lambda: c.run(sync, timeout=600))
+            def sync(name: str, manifest: Path, cold: bool) -> Callable[[], float]:
+                data = tmp / name
+                argv = [*c.WITHCACHE, "sync", "-q", "-j", "8", "--data", str(data)]
+                argv += ["-m", str(manifest)]
+                wipe = (lambda: shutil.rmtree(data, ignore_errors=True)) if cold else None
+                return lambda: timed(lambda: c.run(argv, timeout=600), wipe)
 
             stats = rounds(
-                {"pip download": lambda: timed(pip_download), "cold": cold, "warm": warm}, runs
+                {
+                    "urls cold": sync("urls", urls, cold=True),
+                    "python cold": sync("python", py, cold=True),
+                    "urls warm": sync("urls", urls, cold=False),
+                    "python warm": sync("python", py, cold=False),
+                },
+                runs,
             )
-            files = sum(1 for _ in (data / "www" / "simple").glob("*/index.html"))
-            assert files == SYNC_PROJECTS, files
+            pages = sum(1 for _ in (tmp / "python" / "www" / "simple").glob("*/index.html"))
+            assert pages == projects, pages
         finally:
             origin.close()
-    n = SYNC_PROJECTS * len(TARGET_TAGS)
+    n = projects * len(TARGET_TAGS)
+    what = f"{n}-file index"
+    note = f"{n} wheels + {n} metadata files"
+    table.add(f"{what}: same files as artifacts:, empty", stats["urls cold"], "s", baseline=True)
     table.add(
-        f"{n} wheels, 2 targets: pip download --no-deps", stats["pip download"], "s", baseline=True
+        f"{what}: python: section, empty",
+        stats["python cold"],
+        "s",
+        paired=True,
+        note=f"{note}; + resolve, pages, render",
     )
-    note = f"{n} files + {n} metadata, resolve + fetch + render"
-    table.add(f"{n}-file index: withcache sync, empty data dir", stats["cold"], "s", note=note)
-    note = "resolve + plan + render, nothing to fetch"
-    table.add(f"{n}-file index: withcache sync, all present", stats["warm"], "s", note=note)
+    table.add(f"{what}: same files as artifacts:, no-op", stats["urls warm"], "s", baseline=True)
+    table.add(
+        f"{what}: python: section, no-op",
+        stats["python warm"],
+        "s",
+        paired=True,
+        note="resolve + read pages + plan + render; nothing fetched",
+    )
 
 
 def main() -> int:
     args = c.parse_args("pyindex")
-    runs = args.runs or 5
+    runs = args.runs or (2 if args.quick else 5)
     table = c.Table("pyindex", args.json)
     if not c.have("nginx"):
         table.skip("install", "nginx is not installed")
     else:
         bench_install(table, runs)
-    bench_sync(table, runs)
+    bench_sync(table, runs, SYNC_PROJECTS // 4 if args.quick else SYNC_PROJECTS)
     return table.finish()
 
 

@@ -10,6 +10,7 @@ import hashlib
 import html
 import io
 import json
+import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +120,19 @@ class Upstream:
     ) -> Dist:
         filename, body, meta = build_wheel(name, version, requires, requires_python, tag, payload)
         d = Dist(name, version, filename, body, meta, requires_python, **opts)  # type: ignore[arg-type]
+        self.dists.append(d)
+        return d
+
+    def add_sdist(self, name: str, version: str, requires: list[str] | None = None) -> Dist:
+        """A minimal sdist: <name>-<version>/PKG-INFO in a tar.gz."""
+        stem = f"{name.replace('-', '_')}-{version}"
+        meta = metadata_text(name, version, requires or [], None)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as t:
+            info = tarfile.TarInfo(f"{stem}/PKG-INFO")
+            info.size, info.mtime = len(meta), 1_704_067_200
+            t.addfile(info, io.BytesIO(meta))
+        d = Dist(name, version, f"{stem}.tar.gz", buf.getvalue(), meta)
         self.dists.append(d)
         return d
 

@@ -20,10 +20,11 @@ from tests.conftest import Cache, run_withcache, start_nginx, stop_nginx
 from tests.origin import Origin
 from tests.pyindex_install import installed, pip_install, pip_venv, uv_install, uv_venv
 from tests.pyindex_upstream import Dist, Upstream, build_wheel
-from withcache import keys, manifest, store
+from withcache import keys, manifest, pyindex, store
 from withcache.errors import ManifestError
+from withcache.manifest import Manifest
 from withcache.pyconfig import PythonConfig
-from withcache.pyindex import pages, resolve, select, targets
+from withcache.pyindex import model, pages, resolve, select, targets
 from withcache.pyindex.model import IndexFile, Listed
 from withcache.pyindex.resolve import Pin
 from withcache.settings import Layout
@@ -302,13 +303,21 @@ def test_unknown_projects_and_other_paths_are_404(synced: Synced, path: str) -> 
     assert requests.head(synced.cache.url + path, timeout=5).status_code == 404
 
 
+@pytest.mark.parametrize("path", ["/simple/", "/simple/wctest-alpha/", "/b/x/a.whl.metadata"])
+def test_the_index_is_read_only(synced: Synced, path: str) -> None:
+    for method in ("POST", "PUT", "DELETE"):
+        assert requests.request(method, synced.cache.url + path, timeout=5).status_code == 405
+
+
 def test_resync_html_upstream_is_idempotent_and_prunes(tmp_path: Path) -> None:
-    """PEP 503 HTML upstream; a second sync fetches nothing and rewrites no page; a
-    requirement removed with --prune takes its files and its page away."""
+    """PEP 503 HTML upstream, sdists too; a second sync fetches nothing and rewrites no
+    page; a requirement removed with --prune takes its files and its page away; with
+    the python: section gone, so is the index."""
     up = Upstream()
     alpha = up.add("wctest-alpha", "1.0", ["wctest-gamma"], pep658=True)
     up.add("wctest-gamma", "1.0")
     up.add("wctest-solo", "1.0")
+    sdist = up.add_sdist("wctest-gamma", "1.0")
     origin = Origin()
     data = tmp_path / "data"
     manifest = tmp_path / "m.yaml"
@@ -316,7 +325,7 @@ def test_resync_html_upstream_is_idempotent_and_prunes(tmp_path: Path) -> None:
     def sync(reqs: str, *extra: str) -> str:
         manifest.write_text(
             f"python:\n  index: {origin.base}/html/simple\n  requirements: [{reqs}]\n"
-            '  python: ["3.11"]\n  platforms: [any]\n'
+            '  python: ["3.11"]\n  platforms: [any]\n  sdists: true\n'
         )
         r = run_withcache("sync", "--data", str(data), "-m", str(manifest), *extra)
         assert r.returncode == 0, r.stderr
@@ -325,14 +334,16 @@ def test_resync_html_upstream_is_idempotent_and_prunes(tmp_path: Path) -> None:
     try:
         up.publish(origin)
         out = sync("wctest-alpha, wctest-solo")
-        assert "4 fetched" in out  # three wheels and one metadata file
+        assert "5 fetched" in out  # three wheels, one sdist, one metadata file
+        gamma = (data / "www" / "simple" / "wctest-gamma" / "index.html").read_text()
+        assert f">{sdist.filename}</a>" in gamma
         simple = data / "www" / "simple"
         page = (simple / "wctest-alpha" / "index.html").read_text()
         digest = hashlib.sha256(alpha.metadata).hexdigest()
         assert f'data-core-metadata="sha256={digest}"' in page
         mtimes = {p: p.stat().st_mtime_ns for p in simple.rglob("index.*")}
         out = sync("wctest-alpha, wctest-solo")
-        assert "0 fetched" in out and "4 present" in out
+        assert "0 fetched" in out and "5 present" in out
         assert {p: p.stat().st_mtime_ns for p in simple.rglob("index.*")} == mtimes
         sync("wctest-alpha", "--prune")
         assert not (simple / "wctest-solo").exists()
@@ -346,6 +357,8 @@ def test_resync_html_upstream_is_idempotent_and_prunes(tmp_path: Path) -> None:
         assert not any("solo" in n for n in names)
         token = keys.token(keys.normalize(f"{origin.base}/files/{alpha.filename}"))
         assert (data / "www" / "b" / token / "@metadata").read_bytes() == alpha.metadata
+        pyindex.render(Manifest(), layout)  # the python: section is gone
+        assert not simple.exists() and not model.plan_path(layout).exists()
     finally:
         origin.close()
 

@@ -36,7 +36,11 @@ def wanted(manifest: Manifest, layout: Layout, *, quiet: bool = False) -> list[W
 
 
 def render(manifest: Manifest, layout: Layout) -> None:
-    """Write www/simple/ listing only the resolved files that the store now holds."""
-    from withcache.pyindex import publish
+    """Write www/simple/ listing only the resolved files that the store now holds;
+    with no python: section left, remove it."""
+    from withcache.pyindex import build, publish
 
-    publish.render(layout)
+    if build.configs(manifest):
+        publish.render(layout)
+    else:
+        publish.withdraw(layout)

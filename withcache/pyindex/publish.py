@@ -56,7 +56,7 @@ class Link:
 
 def href(key: str, filename: str) -> str:
     """/b/<token>/<filename>: nginx serves by token; installers read the filename."""
-    return f"/{keys.token_dir(key)}/{quote(filename)}"
+    return f"/{keys.token_dir(key)}/{quote(filename, safe='')}"
 
 
 def _env() -> jinja2.Environment:
@@ -202,8 +202,13 @@ def write_pages(layout: Layout, projects: dict[str, list[Link]]) -> None:
         simple / HTML, env.get_template("simple/root.html").render(projects=names).encode()
     )
     write_if_changed(simple / JSON, root_json(names))
+    _remove_pages(simple, keep=set(projects))
+
+
+def _remove_pages(simple: Path, keep: set[str]) -> None:
+    """Remove the pages of projects not in `keep` (and their directories, once empty)."""
     for d in simple.iterdir():
-        if d.is_dir() and d.name not in projects:
+        if d.is_dir() and d.name not in keep:
             for page in (HTML, JSON):
                 with contextlib.suppress(FileNotFoundError):
                     (d / page).unlink()
@@ -231,3 +236,19 @@ def render(layout: Layout) -> dict[str, list[Link]]:
         projects = links(layout, plan, records)
         write_pages(layout, projects)
     return projects
+
+
+def withdraw(layout: Layout) -> None:
+    """No python: section any more: take the whole index down (a 404 at /simple/), so
+    it never lists files that `sync --prune` is free to remove."""
+    simple = layout.www / "simple"
+    with sync.locked(layout, wait=True):
+        if simple.is_dir():
+            for page in (HTML, JSON):  # the root first: it must not name missing pages
+                with contextlib.suppress(FileNotFoundError):
+                    (simple / page).unlink()
+            _remove_pages(simple, keep=set())
+            with contextlib.suppress(OSError):
+                simple.rmdir()
+        with contextlib.suppress(FileNotFoundError):
+            model.plan_path(layout).unlink()
