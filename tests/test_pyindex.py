@@ -281,6 +281,8 @@ def test_accept_picks_the_format(synced: Synced, accept: str | None, content_typ
         "/simple/WCTEST__ALPHA/",
         "/simple/wctest-_.Alpha/",
         "/simple/wctest--alpha/",
+        "/simple/WCTEST-ALPHA/",
+        "/simple/WCTEST_-_-.-ALPHA/",
         "/simple/wctest.alpha",
         "/simple/wctest-alpha",
         "/simple",

@@ -75,10 +75,10 @@ def parse(node: yaml.Node, file: str, problems: list[Problem]) -> list[object]:
     if not reqs and not wheelhouse and "requirements" not in m and "wheelhouse" not in m:
         ctx.add(node, "python: needs 'requirements' or 'wheelhouse' (or both)")
     if reqs:
-        for key, got in (("python", pythons), ("platforms", platforms)):
+        for key in ("python", "platforms"):
             if key not in m:
                 ctx.add(node, f"python: needs '{key}' to resolve requirements for")
-            elif not got:
+            elif isinstance(m[key], yaml.SequenceNode) and not m[key].value:
                 ctx.add(m[key], f"python.{key} must not be empty")
     if len(problems) > before:
         return []

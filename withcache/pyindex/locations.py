@@ -3,9 +3,9 @@
 Static files only: www/simple/<project>/index.html and index.v1json, chosen by
 $withcache_simple_ext (a map on Accept in nginx/http.conf.j2). Stock nginx cannot
 lower-case a string, so a project asked for under another spelling (Foo_Bar,
-foo.bar) is normalised by rewrites: each round lower-cases the first of every
-capital letter and collapses separator runs, then nginx matches the new URI again
-(it allows 10 rounds: names with up to 10 of one capital letter).
+foo.bar) is normalised by rewrites: each round lower-cases the first two of every
+capital letter and collapses three separator runs, then nginx matches the new URI
+again (it allows 10 rounds: names with up to 20 of one capital letter).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _normalising_rewrites() -> str:
         f'    rewrite "^(/simple/[^/{c}]*){c}([^/]*/?)$" $1{c.lower()}$2;'
         for c in string.ascii_uppercase
     ]
-    return "\n".join([seps, seps, seps, *lower])
+    return "\n".join([seps, seps, seps, *lower, *lower])
 
 
 def nginx_locations() -> list[str]:
