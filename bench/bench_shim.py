@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""shim: what curlwithcache costs per call, against plain curl in the same run.
+
+A 4 KiB artifact is synced from a loopback origin (minimal nginx) into a data dir that
+`withcache serve` serves. Every case runs the same `curl -fsS -o /dev/null URL` CALLS
+times in a dash loop (one process per run, so Python's spawn cost is spread thin):
+  - plain curl of the origin URL (the baseline),
+  - our shim (shims/curlwithcache): server unset (pass-through), hit, miss (a URL the
+    cache lacks: probe 404, then the origin), cache down (refused port),
+  - the same four for the PyPI withcache 0.13.3 package's native (compiled) shim and
+    its Python shim (`python -m withcache.curlwithcache`), against the same nginx.
+Rounds interleave the cases, so each ratio is the median of per-round ratios; the note
+gives the overhead per call over plain curl. Every case is reported twice: wall time,
+and CPU time (user + system of all its processes), which a busy machine inflates far
+less. Targets (the shim issue): pass-through at most 1 ms over plain curl, hit at most
+the native shim's hit + 2 ms.
+--quick: 3 rounds of 20 calls, without the PyPI package.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import common as c
+
+SHIM = c.REPO / "shims" / "curlwithcache"
+SCENARIOS = ("pass-through", "hit", "miss", "cache down")
+# What each scenario forks in our shim (besides exec'ing the real curl at the end).
+FORKS = {"pass-through": "0 forks", "hit": "2 forks", "miss": "2 forks", "cache down": "2 forks"}
+
+# Run "$@" CALLS times; stop at the first failure (a benchmark of errors is no benchmark).
+LOOP = 'n=$1; shift; i=0; while [ "$i" -lt "$n" ]; do "$@" >/dev/null || exit 1; i=$((i+1)); done'
+
+
+def per_call_ms(argv: list[str], env: dict[str, str], calls: int, cwd: Path) -> tuple[float, float]:
+    """Milliseconds per call: wall time, and CPU time (user + system, every process
+    of the loop), which a busy machine inflates far less than the wall time."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    loop = ["dash", "-c", LOOP, "loop", str(calls), *argv]
+    c.run(loop, env=env, cwd=cwd, timeout=calls * 10 + 60)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return wall / calls * 1000, cpu / calls * 1000
+
+
+def main() -> int:
+    args = c.parse_args("shim")
+    runs = args.runs or (3 if args.quick else 5)
+    calls = 20 if args.quick else 50
+    table = c.Table("shim", args.json)
+    if not c.have("curl") or not c.have("dash"):
+        table.skip("everything", "needs curl and dash")
+        return table.finish()
+
+    with c.tmpdir("bench-shim") as tmp, ExitStack() as stack:
+        origin_dir = tmp / "origin"
+        c.make_file(origin_dir / "pkg" / "tool-1.2.tar.gz", 4096)
+        c.make_file(origin_dir / "pkg" / "not-cached.tar.gz", 4096, seed=1)
+        origin = stack.enter_context(c.static_origin(origin_dir))
+        cached_url = f"{origin}/pkg/tool-1.2.tar.gz"
+        missing_url = f"{origin}/pkg/not-cached.tar.gz"
+
+        data = tmp / "data"
+        manifest = tmp / "manifest.yaml"
+        manifest.write_text(f"artifacts:\n  - {cached_url}\n")
+        c.run([*c.WITHCACHE, "sync", "-q", "--data", str(data), "-m", str(manifest)], timeout=120)
+        port = c.free_port()
+        argv = [*c.WITHCACHE, "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
+        stack.enter_context(c.serving(argv, port))
+        cache = f"http://127.0.0.1:{port}"
+        down = f"127.0.0.1:{c.free_port()}"  # nothing listens there
+
+        # A clean environment: no proxies, no server, PYTHONPATH only for our CLI.
+        base_env = {
+            k: v
+            for k, v in os.environ.items()
+            if "WITHCACHE" not in k and not k.lower().endswith("_proxy") and k != "PYTHONPATH"
+        }
+        base_env["HOME"] = str(tmp)  # no user curlrc
+        server = {"pass-through": None, "hit": cache, "miss": cache, "cache down": down}
+        url = {"pass-through": cached_url, "hit": cached_url, "miss": missing_url}
+        url["cache down"] = cached_url
+
+        fetch = ["-fsS", "-o", "/dev/null"]
+        shims = {"curlwithcache (ours)": [str(SHIM)]}
+        venv, why = (None, "full run only") if args.quick else c.ensure_peer()
+        if venv is not None and (venv / "bin" / "curlwithcache").exists():
+            shims[f"native shim {c.PEER_VERSION}"] = [str(venv / "bin" / "curlwithcache")]
+            py = [str(venv / "bin" / "python"), "-m", "withcache.curlwithcache"]
+            shims[f"Python shim {c.PEER_VERSION}"] = py
+        elif venv is not None:
+            why = f"{venv}/bin/curlwithcache is missing"
+
+        cases: dict[str, tuple[list[str], dict[str, str]]] = {
+            "plain curl": (["curl", *fetch, cached_url], base_env)
+        }
+        for name, cmd in shims.items():
+            for sc in SCENARIOS:
+                env = dict(base_env)
+                if server[sc]:
+                    env["WITHCACHE_SERVER"] = server[sc]  # type: ignore[assignment]
+                cases[f"{name}: {sc}"] = ([*cmd, *fetch, url[sc]], env)
+
+        # Outside the checkout: `python -m withcache...` must find the peer's package.
+        work = tmp / "work"
+        work.mkdir()
+        c.log("checking every case once")
+        for argv_, env in cases.values():
+            c.run(argv_, env=env, cwd=work, timeout=30)
+        wall: dict[str, list[float]] = {k: [] for k in cases}
+        cpu: dict[str, list[float]] = {k: [] for k in cases}
+        for r in range(runs):
+            c.log(f"round {r + 1}/{runs}: {len(cases)} cases x {calls} calls")
+            for name, (argv_, env) in cases.items():
+                w, u = per_call_ms(argv_, env, calls, work)
+                wall[name].append(w)
+                cpu[name].append(u)
+
+    for kind, samples in (("", wall), ("CPU ", cpu)):
+        add_rows(table, kind, {k: c.Stats(v) for k, v in samples.items()}, list(shims))
+    if len(shims) == 1:
+        for label in ("native", "Python"):
+            for sc in SCENARIOS:
+                table.skip(f"{label} shim {c.PEER_VERSION}: {sc}", why)
+    return table.finish()
+
+
+def add_rows(table: c.Table, kind: str, stats: dict[str, c.Stats], shims: list[str]) -> None:
+    """Rows of one measure (wall or CPU time per call) against plain curl, with the
+    overhead per call in the note and the issue's targets on our shim."""
+    base = f"{kind}plain curl"
+    plain = stats["plain curl"].median
+    table.add(base, stats["plain curl"], "ms", baseline=True, note=f"{kind or 'wall '}per call")
+    native_hit = stats.get(f"native shim {c.PEER_VERSION}: hit")
+    for name in shims:
+        for sc in SCENARIOS:
+            s = stats[f"{name}: {sc}"]
+            note = f"+{s.median - plain:.2f} ms"
+            limit = None
+            if name.endswith("(ours)"):
+                note += f", {FORKS[sc]}"
+                if sc == "pass-through":
+                    limit = plain + 1.0
+                    note += "; target: +1 ms"
+                elif sc == "hit" and native_hit is not None:
+                    limit = native_hit.median + 2.0
+                    note += f"; target: native hit + 2 ms = {limit:.2f} ms"
+            case = f"{kind}{name}: {sc}"
+            table.add(case, s, "ms", baseline=base, paired=True, limit=limit, note=note)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
