@@ -192,7 +192,7 @@ def _fetch_once(
         raise FetchFailed(f"connection broken after {size} of {expected} bytes", retry=True)
     if req.sha256 and digest != req.sha256:
         discard_partial(partial_dir, req.key)
-        raise FetchFailed(f"sha256 mismatch: manifest pins {req.sha256}, origin sent {digest}")
+        raise FetchFailed(f"sha256 mismatch: expected {req.sha256}, origin sent {digest}")
     return Result(part, size, digest, etag, last_modified, resumed_from=offset)
 
 

@@ -38,6 +38,11 @@ class Seen:
     headers: dict[str, str]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # uv and pip open connections in bursts
+    daemon_threads = True
+
+
 class Origin:
     """ThreadingHTTPServer on 127.0.0.1:0; `add()` returns the full URL of a route."""
 
@@ -59,7 +64,7 @@ class Origin:
             def do_GET(self) -> None:
                 origin._handle(self, head=False)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = _Server((host, port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.base = f"http://{host}:{self.port}"

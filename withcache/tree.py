@@ -48,6 +48,8 @@ def remove(layout: Layout, key: str) -> bool:
         path.unlink()
     except FileNotFoundError:
         return False
+    with contextlib.suppress(FileNotFoundError):  # a wheel's PEP 658 metadata beside it
+        (path.parent / "@metadata").unlink()
     top = layout.www / "b"
     parent = path.parent
     while parent != top and top in parent.parents:

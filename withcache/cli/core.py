@@ -167,8 +167,9 @@ def _python_wanted(m: manifest.Manifest, lay: Layout, args: argparse.Namespace) 
 
 
 def _python_render(m: manifest.Manifest, lay: Layout, args: argparse.Namespace) -> None:
-    """Write www/simple/ from what is now in the tree (failed files are left out)."""
-    if not m.python:
+    """Write www/simple/ from what is now in the tree (failed files are left out);
+    with the section gone, take the index down."""
+    if not m.python and not (lay.www / "simple").exists():
         return
     from withcache import pyindex
 
