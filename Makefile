@@ -6,7 +6,7 @@ LISTEN ?= 8080
 PREFIX ?= /usr/local
 WITHCACHE = $(PYTHON) -m withcache
 
-.PHONY: help setup test test-long lint format check sync serve demo bench bench-quick install-shims clean
+.PHONY: help setup test test-long lint format check sync serve watch report demo bench bench-quick install-shims clean
 
 help:
 	@echo "make demo         offline demo: origin + sync + nginx + a hit and a miss"
@@ -15,6 +15,9 @@ help:
 	@echo "make check        validate manifests ($(MANIFESTS))"
 	@echo "make sync         fetch every manifest entry into $(DATA)"
 	@echo "make serve        serve $(DATA)/www with nginx on $(LISTEN)"
+	@echo "make watch        follow nginx's log, record misses and hits"
+	@echo "make report       what is new since the last report (silent when nothing is)"
+	@echo "make install-shims PREFIX=/usr/local   curl/wget shims into PREFIX/bin"
 	@echo "make bench        benchmarks (bench/README.md); bench-quick for a short run"
 	@echo "make lint         ruff"
 
@@ -44,6 +47,12 @@ sync:
 serve:
 	$(WITHCACHE) serve --data $(DATA) --listen $(LISTEN)
 
+watch:
+	$(WITHCACHE) watch --data $(DATA)
+
+report:
+	$(WITHCACHE) report --data $(DATA)
+
 demo:
 	$(PYTHON) -m withcache.demo
 
@@ -54,7 +63,7 @@ bench-quick:
 	$(PYTHON) bench/run_all.py --quick
 
 install-shims:
-	$(WITHCACHE) install-shims $(PREFIX)/bin
+	$(WITHCACHE) install-shims $(if $(SHADOW),--shadow) $(PREFIX)/bin
 
 clean:
 	rm -rf .pytest_cache build dist *.egg-info
