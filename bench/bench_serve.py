@@ -96,7 +96,7 @@ def main() -> int:
     args = c.parse_args("serve")
     runs = args.runs or 5
     big_runs = args.runs or (3 if args.quick else 5)
-    load_s = 1 if args.quick else 3
+    load_s = 1 if args.quick else 2
     table = c.Table("serve", args.json)
 
     with c.tmpdir("bench-serve") as tmp, ExitStack() as stack:

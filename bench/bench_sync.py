@@ -15,7 +15,7 @@ Notes give each case's median CPU time (user + sys), which a busy machine distur
 than wall time. Rounds interleave the cases, and each ratio is the median of per-round ratios; dirty
 pages are flushed (untimed) before every timed case, so no case pays for another's
 writeback. --quick keeps the headline pairs only (1 GiB curl vs sync, 3 rounds; the
--j 4 pair; the no-op) and skips the rest with a message.
+4-job pair over 50 files; the no-op) and skips the rest with a message.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ NOOP = 10_000
 NOTES = {
     "sha256sum": "coreutils: no SHA-NI",
     "openssl dgst -sha256": "SHA-NI: the CPU's hashing speed",
-    "fetch() in process": "download loop only: no interpreter start, DB, index",
     "dd write + fsync (disk)": "writing 1 GiB to this disk, no network",
 }
 
@@ -95,20 +94,6 @@ def sync_argv(data: Path, manifest: Path, *extra: str) -> list[str]:
     return [*c.WITHCACHE, "sync", "-q", "--data", str(data), "-m", str(manifest), *extra]
 
 
-def fetch_in_process(url: str, partial: Path) -> Case:
-    from withcache import fetch
-
-    def case() -> tuple[float, float]:
-        rm(partial)()
-        partial.mkdir()
-        c.settle()
-        u0, t0 = cpu_seconds(resource.RUSAGE_SELF), time.perf_counter()
-        fetch.fetch(fetch.new_session(), fetch.Request(url, url), partial)
-        return time.perf_counter() - t0, cpu_seconds(resource.RUSAGE_SELF) - u0
-
-    return case
-
-
 def big_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) -> None:
     url = f"{origin}/big.bin"
     manifest = tmp / "big.yaml"
@@ -122,7 +107,6 @@ def big_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) ->
         # hashing alone, over curl's file (in the page cache)
         cases["1 GiB: sha256sum"] = timed(["sha256sum", str(out)])
         cases["1 GiB: openssl dgst -sha256"] = timed(["openssl", "dgst", "-sha256", str(out)])
-        cases["1 GiB: fetch() in process"] = fetch_in_process(url, tmp / "partial")
         cases["1 GiB: dd write + fsync (disk)"] = timed(
             ["dd", "if=/dev/zero", f"of={tmp / 'dd.bin'}", "bs=4M", "count=256", "conv=fsync"],
             rm(tmp / "dd.bin"),
@@ -143,12 +127,13 @@ def big_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) ->
     if venv is None:
         table.skip("1 GiB: withcache-server 0.13.3 fill", why)
     if quick:
-        table.skip("1 GiB: sha256sum, openssl, fetch(), dd", "full run only")
-    rm(out, data, tmp / "partial", tmp / "peer", tmp / "dd.bin")()
+        table.skip("1 GiB: sha256sum, openssl, dd", "full run only")
+    rm(out, data, tmp / "peer", tmp / "dd.bin")()
 
 
 def small_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) -> None:
-    urls = [f"{origin}/small/s{i:03d}.bin" for i in range(SMALL)]
+    count = SMALL // 4 if quick else SMALL
+    urls = [f"{origin}/small/s{i:03d}.bin" for i in range(count)]
     manifest = tmp / "small.yaml"
     manifest.write_text("artifacts:\n" + "".join(f"  - {u}\n" for u in urls))
     outdir, data = tmp / "curl-small", tmp / "data-small"
@@ -167,19 +152,19 @@ def small_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) 
         pairs.insert(0, ("sequential", [], ["-j", "1"]))
     cases: dict[str, Case] = {}
     for label, curl_opts, sync_opts in pairs:
-        cases[f"{SMALL} x 1 MiB, {label}: curl {' '.join(curl_opts)}".rstrip()] = timed(
+        cases[f"{count} x 1 MiB, {label}: curl {' '.join(curl_opts)}".rstrip()] = timed(
             [*curl, *curl_opts], fresh_outdir
         )
-        cases[f"{SMALL} x 1 MiB, {label}: withcache sync {' '.join(sync_opts)}"] = timed(
+        cases[f"{count} x 1 MiB, {label}: withcache sync {' '.join(sync_opts)}"] = timed(
             sync_argv(data, manifest, *sync_opts), rm(data)
         )
-    c.log(f"{SMALL} x 1 MiB x{runs} rounds")
+    c.log(f"{count} x 1 MiB x{runs} rounds")
     stats = rounds(cases, runs)
     for n, (name, (wall, cpu)) in enumerate(stats.items()):
         note = f"CPU {cpu.median:.2f} s" if cpu else ""
         table.add(name, wall, "s", baseline=n % 2 == 0, paired=n % 2 == 1, note=note)
     if quick:
-        table.skip(f"{SMALL} x 1 MiB, sequential", "full run only")
+        table.skip(f"{SMALL} x 1 MiB (sequential, 4 jobs)", "full run only")
     rm(outdir, data)()
 
 
@@ -218,7 +203,7 @@ def populate(data: Path, manifest: Path, count: int) -> None:
     manifest.write_text("\n".join(lines) + "\n")
 
 
-def noop_cases(table: c.Table, tmp: Path, runs: int) -> None:
+def noop_cases(table: c.Table, tmp: Path, runs: int, quick: bool) -> None:
     data, manifest = tmp / "data-noop", tmp / "noop.yaml"
     one_data, one = tmp / "data-noop1", tmp / "noop1.yaml"
     c.log(f"populating a data dir with {NOOP:,} artifacts")
@@ -231,8 +216,11 @@ def noop_cases(table: c.Table, tmp: Path, runs: int) -> None:
     cases: dict[str, Case] = {
         "no-op sync, 1 entry": timed(sync_argv(one_data, one)),
         f"no-op sync, {NOOP:,} entries": timed(sync_argv(data, manifest)),
-        f"no-op sync, {NOOP:,} entries, --no-index": timed(sync_argv(data, manifest, "--no-index")),
     }
+    if not quick:
+        cases[f"no-op sync, {NOOP:,} entries, --no-index"] = timed(
+            sync_argv(data, manifest, "--no-index")
+        )
     c.log(f"no-op sync x{runs} rounds")
     stats = rounds(cases, runs)
     for n, (name, (wall, cpu)) in enumerate(stats.items()):
@@ -260,7 +248,7 @@ def main() -> int:
         with c.static_origin(origin_dir) as origin:
             big_cases(table, tmp, origin, big_runs, args.quick)
             small_cases(table, tmp, origin, runs, args.quick)
-        noop_cases(table, tmp, runs)
+        noop_cases(table, tmp, runs, args.quick)
     return table.finish()
 
 
