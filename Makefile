@@ -17,7 +17,7 @@ help:
 	@echo "make serve        serve $(DATA)/www with nginx on $(LISTEN)"
 	@echo "make watch        follow nginx's log, record misses and hits"
 	@echo "make report       what is new since the last report (silent when nothing is)"
-	@echo "make install-shims PREFIX=/usr/local   curl/wget shims into PREFIX/bin"
+	@echo "make install-shims PREFIX=/usr/local [SHADOW=1]  curlwithcache, wgetwithcache (+ curl/wget links)"
 	@echo "make bench        benchmarks (bench/README.md); bench-quick for a short run"
 	@echo "make lint         ruff"
 

@@ -254,7 +254,7 @@ def urls(draw: st.DrawFn) -> str:
 # an option; one that does not start with a scheme is no URL at all.
 URL_ARGS = st.lists(urls().filter(lambda u: not u.startswith("-")), min_size=20, max_size=24)
 DIFF = settings(
-    max_examples=52,
+    max_examples=64,  # ~10 cacheable URLs a batch: comfortably over 500 in all
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -89,7 +89,7 @@ def normalize(url: str, keep_query: bool = False) -> str:
 def normalize_parsed(p: ParsedURL, keep_query: bool = False) -> str:
     """normalize() for a URL already parse()d (manifests parse each URL once)."""
     port = p.port
-    if port is not None and port != "" and not port.isdigit():
+    if port and not (port.isascii() and port.isdigit()):  # the sh shims match [0-9] only
         raise NotCacheable(f"port is not a number: {port!r}")
     authority = p.host.translate(_ASCII_LOWER)
     if port and port != DEFAULT_PORTS[p.scheme]:

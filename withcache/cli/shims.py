@@ -16,9 +16,10 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         "dir",
         nargs="?",
         type=Path,
-        default=Path.home() / ".local" / "bin",
+        default=Path.home() / ".local" / "share" / "withcache" / "bin",
         metavar="DIR",
-        help="where to install (default: ~/.local/bin)",
+        help="where to install (default: ~/.local/share/withcache/bin, a directory of its "
+        "own so that putting it first on PATH shadows only curl and wget)",
     )
     p.add_argument(
         "--shadow",
@@ -35,7 +36,8 @@ def cmd_install_shims(args: argparse.Namespace) -> int:
     fetched from it, anything else from its origin, with arguments untouched.
 
     example:
-      withcache install-shims --shadow ~/.local/bin
+      withcache install-shims --shadow ~/.local/share/withcache/bin
+      export PATH="$HOME/.local/share/withcache/bin:$PATH"
       export WITHCACHE_SERVER=http://cache-host:8080
       curl -fLO https://vendor.example/cuda_12.6.3_linux.run   # from the cache if held
     """
