@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ import requests
 
 from tests.origin import Origin
 from withcache import keys, store, tree
+from withcache.demo import stop
 from withcache.settings import Layout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,13 +177,7 @@ def start_nginx(data: Path, port: int | None = None) -> Cache:
 
 
 def stop_nginx(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc)
     for stream in (proc.stdout, proc.stderr):
         if stream:
             stream.close()

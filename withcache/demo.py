@@ -81,19 +81,24 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], seconds: float = 15) -
     raise SystemExit("demo: nginx did not come up within 15 s")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (nginx and the watcher stop cleanly on it), SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def running(cmd: list[str], **kw: object) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(cmd, **kw)  # type: ignore[call-overload]
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 def curl_through_shim(cache_url: str, origin_url: str, out: Path) -> tuple[int, str]:

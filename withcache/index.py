@@ -37,7 +37,8 @@ class Row:
     last_hit: float | None = None
 
 
-def _env() -> jinja2.Environment:
+def html_env() -> jinja2.Environment:
+    """Autoescaped: URLs and user agents in misses are whatever a client sent."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("withcache", "templates"),
         autoescape=True,
@@ -112,7 +113,7 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
         conn.close()
     generated = time.time() if timestamp else None
     html = (
-        _env()
+        html_env()
         .get_template("index.html")
         .render(
             rows=rows,

@@ -22,9 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import jinja2
-
 from withcache import __version__, index, store
+from withcache.index import html_env
 from withcache.misses import MissRow, iso, listing
 from withcache.progress import human
 from withcache.settings import Layout
@@ -211,23 +210,10 @@ def render(rep: Report, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(as_json(rep), indent=1, ensure_ascii=False) + "\n"
     if fmt == "html":
-        return _env().get_template("report.html").render(r=rep, version=__version__)
+        return html_env().get_template("report.html").render(r=rep, version=__version__)
     if fmt == "markdown":
         return _markdown(rep)
     return _text(rep)
-
-
-def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("withcache", "templates"),
-        autoescape=True,  # miss URLs and user agents are whatever a client sent
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["human"] = human
-    env.filters["when"] = when
-    return env
 
 
 def clean(s: str) -> str:

@@ -7,7 +7,6 @@ the others. A file lock keeps two syncs on one data dir from interleaving.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import threading
@@ -18,8 +17,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from withcache import fetch, keys, store, tree
-from withcache.errors import LockedError
+from withcache import fetch, keys, lock, store, tree
 from withcache.manifest import Manifest, resolve_headers
 from withcache.plan import Fetch, Plan, Wanted, plan
 from withcache.progress import Progress, human
@@ -76,22 +74,12 @@ def wanted_from_manifest(manifest: Manifest) -> list[Wanted]:
 @contextlib.contextmanager
 def locked(layout: Layout, wait: bool = False) -> Iterator[None]:
     """Hold the data dir's sync lock; say who holds it when we cannot wait."""
-    layout.state.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise LockedError(
-                f"another sync is running on {layout.root} (pid {holder}); "
-                "wait for it to finish or pass --wait"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    busy = (
+        f"another sync is running on {layout.root} (pid {{pid}}); "
+        "wait for it to finish or pass --wait"
+    )
+    with lock.hold(layout.lock, busy, wait):
         yield
-    finally:
-        os.close(fd)
 
 
 def on_disk_sizes(layout: Layout, records: dict[str, store.Artifact]) -> dict[str, int]:

@@ -11,7 +11,6 @@ within milliseconds of nginx writing it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import threading
@@ -20,9 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from withcache import index, store
+from withcache import index, lock, store
 from withcache.accesslog import Hit, Ignored, Invalid, Miss, ProjectMiss, parse_line
-from withcache.errors import LockedError
 from withcache.settings import Layout
 from withcache.tail import Block, Changes, Follower, Warn
 
@@ -208,21 +206,9 @@ def log_id(log: Path) -> str:
 @contextlib.contextmanager
 def locked(layout: Layout) -> Iterator[None]:
     """One watcher per data dir: two would count every line twice."""
-    layout.state.mkdir(parents=True, exist_ok=True)
-    fd = os.open(layout.state / "watch.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise LockedError(
-                f"another watcher is running on {layout.root} (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    busy = f"another watcher is running on {layout.root} (pid {{pid}})"
+    with lock.hold(layout.state / "watch.lock", busy):
         yield
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
