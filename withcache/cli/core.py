@@ -105,7 +105,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     """
     m = manifest.load(_paths(args))
     if args.verbose:
-        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts: ok")
+        python = f", {len(m.python)} python sections" if m.python else ""
+        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}: ok")
     return 0
 
 
