@@ -128,6 +128,18 @@ def big_cases(table: c.Table, tmp: Path, origin: str, runs: int, quick: bool) ->
         table.skip("1 GiB: withcache-server 0.13.3 fill", why)
     if quick:
         table.skip("1 GiB: sha256sum, openssl, dd", "full run only")
+        return
+    # What sync does is download *and* verify: compare it with curl followed by a hash,
+    # summed round by round from the rows above (nothing is run again).
+    sync_wall = stats["1 GiB: withcache sync"][0]
+    for tool in ("sha256sum", "openssl dgst -sha256"):
+        curl_wall, hash_wall = stats["1 GiB: curl -o"][0], stats[f"1 GiB: {tool}"][0]
+        summed = [a + b for a, b in zip(curl_wall.samples, hash_wall.samples, strict=True)]
+        base = f"1 GiB: curl -o, then {tool}"
+        table.add(base, c.Stats(summed), "s", baseline=True, note="sum of the rows above")
+        table.add(
+            f"1 GiB: withcache sync (vs curl + {tool.split()[0]})", sync_wall, "s", paired=True
+        )
     rm(out, data, tmp / "peer", tmp / "dd.bin")()
 
 
