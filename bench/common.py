@@ -292,7 +292,7 @@ def nginx_version() -> str:
     if not have("nginx"):
         return "not installed"
     out = run(["nginx", "-v"], check=False, timeout=10)
-    return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
+    return (out.stderr or out.stdout).strip().removeprefix("nginx version: nginx/")
 
 
 def minimal_nginx_conf(root: Path, port: int, run_dir: Path, *, access_log: bool = False) -> Path:

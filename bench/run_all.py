@@ -88,7 +88,7 @@ def results_markdown() -> str:
     out = []
     for doc in docs:
         m = doc.get("machine", {})
-        machine = ", ".join(f"{k} {v}" for k, v in m.items() if v)
+        machine = ", ".join(f"{k} {str(v).removeprefix(k + '/')}" for k, v in m.items() if v)
         out += [
             f"### {doc['area']}",
             "",
