@@ -246,3 +246,13 @@ def test_rendered_config_is_valid_for_ipv6_and_several_listens(tmp_path: Path) -
     nginx.check(conf)
     text = conf.read_text()
     assert "listen 127.0.0.1:8097;" in text and "listen [::1]:8097;" in text
+
+
+def test_aio_threads_only_on_request(tmp_path: Path) -> None:
+    plain = run_withcache("nginx-config", "--standalone", "--data", str(tmp_path / "d"))
+    assert "aio threads;" not in plain.stdout and "open_file_cache max=" in plain.stdout
+    if nginx.has_threads():
+        s = nginx.Settings(Layout(tmp_path / "d"), listen=("127.0.0.1:8096",), aio_threads=True)
+        conf = nginx.write_config(s)
+        nginx.check(conf)
+        assert "aio threads;" in conf.read_text() and "thread_pool default" in conf.read_text()

@@ -44,6 +44,7 @@ class Settings:
     error_log: str | None = None
     workers: str = "auto"
     server_name: str = "_"
+    aio_threads: bool = False
     extra_locations: Sequence[str] = field(default_factory=tuple)
 
     def context(self) -> dict[str, object]:
@@ -59,7 +60,7 @@ class Settings:
             "user": self.user,
             "workers": self.workers,
             "server_name": self.server_name,
-            "aio_threads": has_threads(),
+            "aio_threads": self.aio_threads and has_threads(),
             "extra_locations": [_indent(b) for b in self.extra_locations],
         }
 

@@ -31,6 +31,11 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
 
 def _listen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--aio-threads",
+        action="store_true",
+        help="offload file reads to nginx's thread pool (for slow disks; costs small files)",
+    )
+    p.add_argument(
         "--listen",
         action="append",
         metavar="HOST:PORT",
@@ -45,6 +50,7 @@ def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Setting
         listen=tuple(args.listen or ["8080"]),
         user=user,
         error_log="stderr",
+        aio_threads=args.aio_threads,
         extra_locations=extra,
     )
 
