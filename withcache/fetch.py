@@ -290,15 +290,24 @@ def _body_reader(resp: requests.Response) -> Callable[[bytearray], int]:
     return resp.raw.readinto  # type: ignore[no-any-return]
 
 
+_spare = threading.local()  # each sync worker keeps its buffers from file to file
+
+
 class _Hasher:
-    """sha256 in a helper thread over a small pool of reusable buffers."""
+    """sha256 in a helper thread over a small pool of reusable buffers.
+
+    The buffers (3 x 4 MiB) are allocated once per worker thread, not per file:
+    zero-filling them cost ~3.5 ms, most of the time of fetching a 1 MiB file.
+    """
 
     def __init__(self) -> None:
         self._h = hashlib.sha256()
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self._full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
-        for _ in range(BUFFERS):
-            self._free.put(bytearray(CHUNK))
+        buffers = getattr(_spare, "buffers", None) or [bytearray(CHUNK) for _ in range(BUFFERS)]
+        _spare.buffers = None
+        for buf in buffers:
+            self._free.put(buf)
         self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
         self._thread.start()
         self._done = False
@@ -336,11 +345,17 @@ class _Hasher:
         return self._h.hexdigest()
 
     def close(self) -> None:
-        """Stop the thread (after it hashed everything fed); never leak it."""
+        """Stop the thread (after it hashed everything fed); never leak it. Keep the
+        buffers for this worker's next file when all of them came back."""
         if not self._done:
             self._full.put(None)
             self._thread.join()
             self._done = True
+            buffers = []
+            while not self._free.empty():
+                buffers.append(self._free.get())
+            if len(buffers) == BUFFERS:
+                _spare.buffers = buffers
 
 
 def _check_content_range(resp: requests.Response, offset: int) -> None:
