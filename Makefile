@@ -19,7 +19,7 @@ help:
 	@echo "make report       what is new since the last report (silent when nothing is)"
 	@echo "make install-shims PREFIX=/usr/local [SHADOW=1]  curlwithcache, wgetwithcache (+ curl/wget links)"
 	@echo "make bench        benchmarks (bench/README.md); bench-quick for a short run"
-	@echo "make lint         ruff"
+	@echo "make lint         ruff and mypy --strict"
 
 setup:
 	$(PYTHON) -m pip install -q -e '.[test]'
@@ -33,6 +33,7 @@ test-long:
 lint:
 	ruff check .
 	ruff format --check .
+	mypy
 
 format:
 	ruff check --fix .

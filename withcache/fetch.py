@@ -143,7 +143,7 @@ def _fetch_once(
         offset = part.stat().st_size
         if offset and validator and not str(validator).startswith("W/"):
             headers["Range"] = f"bytes={offset}-"
-            headers["If-Range"] = validator
+            headers["If-Range"] = str(validator)
         else:
             offset = 0
     if not offset:
@@ -287,7 +287,7 @@ def _body_reader(resp: requests.Response) -> Callable[[bytearray], int]:
     encoding = resp.headers.get("Content-Encoding", "identity").lower()
     if encoding == "identity" and callable(getattr(fp, "readinto", None)):
         return fp.readinto  # type: ignore[no-any-return, union-attr]
-    return resp.raw.readinto  # type: ignore[no-any-return]
+    return resp.raw.readinto
 
 
 _spare = threading.local()  # each sync worker keeps its buffers from file to file

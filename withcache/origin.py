@@ -145,8 +145,8 @@ class Origin:
         else:
             h.send_header("Connection", "close")
         if status == 206:
-            last = start + len(body) - 1
-            h.send_header("Content-Range", f"bytes {start}-{last}/{len(route.body)}")
+            final = start + len(body) - 1
+            h.send_header("Content-Range", f"bytes {start}-{final}/{len(route.body)}")
         if route.ranges:
             h.send_header("Accept-Ranges", "bytes")
         h.send_header("ETag", route.etag or "")
