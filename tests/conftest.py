@@ -188,3 +188,16 @@ def cache(data: Layout) -> Iterator[Cache]:
     c = start_nginx(data.root)
     yield c
     stop_nginx(c.proc)
+
+
+@pytest.fixture
+def watcher(cache: Cache) -> Iterator[object]:
+    """A real watcher process following the log nginx writes, up before the first request."""
+    from tests.watcher import Watcher, checkpoint
+
+    w = Watcher(cache.data, cache.access_log, "--index-every", "0")
+    deadline = time.monotonic() + 20
+    while checkpoint(cache.data, cache.access_log) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield w
+    w.stop()

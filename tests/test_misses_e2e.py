@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.conftest import Cache, plant, run_withcache
 from tests.origin import Origin
-from tests.test_watch import Watcher, checkpoint, nginx_line
+from tests.test_watch import nginx_line
+from tests.watcher import Watcher, checkpoint
 from withcache import keys
 from withcache.accesslog import _EXACT
 from withcache.settings import Layout
@@ -23,17 +22,6 @@ def shim_path(url: str) -> str:
     """The cache path a shim requests for an origin URL as typed."""
     tok = keys.token(url)
     return f"/b/{'/'.join(keys.segments(tok))}/{keys.name(keys.normalize(url))}"
-
-
-@pytest.fixture
-def watcher(cache: Cache) -> Iterator[Watcher]:
-    """A watcher following the log nginx writes, up before the first request."""
-    w = Watcher(cache.data, cache.access_log, "--index-every", "0")
-    deadline = time.monotonic() + 20
-    while checkpoint(cache.data, cache.access_log) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield w
-    w.stop()
 
 
 def misses_json(data: Path, *extra: str) -> list[dict[str, object]]:

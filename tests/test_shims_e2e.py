@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,7 +22,7 @@ import pytest
 from tests.conftest import Cache, free_port
 from tests.origin import Origin
 from tests.test_misses_e2e import misses_json, wait_for
-from tests.test_watch import Watcher, checkpoint
+from tests.watcher import Watcher
 from withcache import keys
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,16 +107,6 @@ def test_hit_is_served_by_the_cache_and_the_origin_sees_nothing(
         ("HEAD", path, 200),
         ("GET", path, 200),
     ]
-
-
-@pytest.fixture
-def watcher(cache: Cache) -> Iterator[Watcher]:
-    w = Watcher(cache.data, cache.access_log, "--index-every", "0")
-    deadline = time.monotonic() + 20
-    while checkpoint(cache.data, cache.access_log) is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    yield w
-    w.stop()
 
 
 @pytest.mark.parametrize("tool", ["curl", "wget"])

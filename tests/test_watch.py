@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import sqlite3
 import subprocess
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import LONG, ROOT, run_withcache, withcache_cmd
+from tests.watcher import Watcher, checkpoint, db
 from withcache import keys
 
 T0 = 1_795_255_200  # 2026-11-21T10:00:00Z
@@ -129,41 +129,6 @@ def traffic(rng: random.Random, n: int, exp: Expected, t: int = T0) -> bytes:
     return b"".join(out)
 
 
-class Watcher:
-    """`python -m withcache watch --data ...` as the operator runs it."""
-
-    def __init__(self, data: Path, log: Path, *extra: str) -> None:
-        self.data = data
-        self.started = time.time()
-        self.err_path = data.parent / "watch.err"
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        with self.err_path.open("ab") as err:
-            self.proc = subprocess.Popen(
-                withcache_cmd("watch", "--data", str(data), "--log", str(log), *extra),
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def term(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(20)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    @property
-    def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace")
-
-
 @pytest.fixture
 def watchers() -> Iterator[list[Watcher]]:
     """Every watcher a test starts is stopped, whatever happens."""
@@ -171,27 +136,6 @@ def watchers() -> Iterator[list[Watcher]]:
     yield started
     for w in started:
         w.stop()
-
-
-def db(data: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(data / "state" / "withcache.db", timeout=30)
-    conn.execute("PRAGMA busy_timeout=30000")
-    return conn
-
-
-def checkpoint(data: Path, log: Path) -> tuple[int, int] | None:
-    if not (data / "state" / "withcache.db").exists():
-        return None
-    conn = db(data)
-    try:
-        row = conn.execute(
-            "SELECT inode, offset FROM log_offsets WHERE log = ?", (os.path.abspath(log),)
-        ).fetchone()
-    except sqlite3.OperationalError:  # tables not created yet
-        return None
-    finally:
-        conn.close()
-    return None if row is None else (row[0], row[1])
 
 
 def wait_caught_up(data: Path, log: Path, timeout: float = 60) -> None:
