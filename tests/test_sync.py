@@ -292,3 +292,34 @@ def test_kill_9_at_random_moments_never_leaves_a_bad_file(
     r = run_withcache("sync", "--data", str(data.root), "-m", str(m))
     assert r.returncode == 0, r.stderr
     assert assert_tree_matches_records(data) == len(bodies)
+
+
+def test_ctrl_c_stops_at_once_and_the_next_sync_resumes(
+    origin: Origin, data: Layout, tmp_path: Path
+) -> None:
+    body = os.urandom(4 << 20)
+    url = origin.add("/slow.iso", body, slow=0.05)  # ~3 s for the whole body
+    m = manifest(tmp_path, [f"- {url}"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        withcache_cmd("sync", "--data", str(data.root), "-m", str(m)),
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until the first bytes are on disk
+        parts = list(data.partial.glob("*.part"))
+        if parts and parts[0].stat().st_size > 0:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130
+    assert time.monotonic() - t0 < 2
+    assert "the next sync resumes" in err
+    assert not blob(data, url).exists()
+    assert sync(data, m) == 0
+    assert origin.seen("/slow.iso")[-1].headers.get("Range", "").startswith("bytes=")
+    assert blob(data, url).read_bytes() == body

@@ -125,13 +125,23 @@ def run(layout: Layout, wanted: Sequence[Wanted], opts: Options, progress: Progr
                 summary.removed += 1
             progress.begin(len(the_plan.fetch))
             worker = _Worker(layout, opts, progress, conn, conn_lock, summary)
-            with ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="fetch") as pool:
+            pool = ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="fetch")
+            try:
                 list(pool.map(worker, the_plan.fetch))
+            except KeyboardInterrupt:
+                worker.stopping.set()  # workers stop at their next chunk; partials stay
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
         finally:
             progress.close()
             conn.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+class _Stopped(Exception):
+    """Ctrl-C: leave the partial file for the next sync to resume."""
 
 
 class _Worker:
@@ -153,6 +163,7 @@ class _Worker:
         self.conn_lock = conn_lock
         self.summary = summary
         self.local = threading.local()
+        self.stopping = threading.Event()
 
     def session(self) -> requests.Session:
         s = getattr(self.local, "session", None)
@@ -178,7 +189,7 @@ class _Worker:
                 req,
                 self.layout.partial,
                 self.opts.policy,
-                progress=lambda n: self.progress.advance(w.key, n),
+                progress=lambda n: self._advance(w.key, n),
                 on_length=lambda total: self.progress.file_started(w.key, w.name, total),
                 on_retry=lambda msg: self.progress.note(f"{w.url}: {msg}"),
             )
@@ -190,6 +201,13 @@ class _Worker:
             self._failed(w, str(exc))
         except OSError as exc:
             self._failed(w, f"local error: {exc}")
+        except _Stopped:
+            return
+
+    def _advance(self, key: str, n: int) -> None:
+        if self.stopping.is_set():
+            raise _Stopped
+        self.progress.advance(key, n)
 
     def _place(self, job: Fetch, result: fetch.Result) -> None:
         """Record, then rename: www/ never holds a file whose hash differs from its record."""

@@ -140,7 +140,19 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print("\n".join(sync.describe_plan(the_plan, sizes)))
         return 0
     progress = for_stream(sys.stderr, quiet=args.quiet)
-    summary = sync.run(lay, wanted, opts, progress)
+    try:
+        summary = sync.run(lay, wanted, opts, progress)
+    except KeyboardInterrupt:
+        # Workers blocked on a slow origin would hold the exit up to a read timeout.
+        # Everything on disk is already crash-safe (kill -9 leaves it consistent),
+        # so leave at once; the next sync resumes the partial downloads.
+        print(
+            "withcache: interrupted; the next sync resumes where this one stopped",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.stdout.flush()
+        os._exit(130)
     _python_render(m, lay, args)
     changed = summary.fetched or summary.removed or summary.failed
     if not args.no_index and (changed or not (lay.www / "index.html").exists()):
