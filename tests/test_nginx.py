@@ -256,3 +256,12 @@ def test_aio_threads_only_on_request(tmp_path: Path) -> None:
         conf = nginx.write_config(s)
         nginx.check(conf)
         assert "aio threads;" in conf.read_text() and "thread_pool default" in conf.read_text()
+
+
+def test_runtime_paths_live_under_run(cache: Cache) -> None:
+    conf = (cache.layout.run / "nginx.conf").read_text()
+    run = cache.layout.run.resolve()
+    for directive in ("pid", "error_log", "client_body_temp_path", "proxy_temp_path"):
+        lines = [line.strip() for line in conf.splitlines() if line.strip().startswith(directive)]
+        assert any(f" {run}/" in line for line in lines), directive
+    assert (run / "nginx.pid").exists() and (run / "error.log").exists()

@@ -41,7 +41,7 @@ class Settings:
     layout: Layout
     listen: Sequence[str] = ("8080",)
     user: str | None = None
-    error_log: str | None = None
+    error_log: str | None = None  # besides DATA/run/error.log (serve adds stderr)
     workers: str = "auto"
     server_name: str = "_"
     aio_threads: bool = False
@@ -55,7 +55,7 @@ class Settings:
             "www": lay.www,
             "run": lay.run,
             "access_log": lay.access_log,
-            "error_log": self.error_log or lay.run / "error.log",
+            "error_log": self.error_log,
             "listen": [listen_directive(a) for a in self.listen],
             "user": self.user,
             "workers": self.workers,
