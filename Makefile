@@ -21,16 +21,21 @@ help:
 	@echo "make bench        benchmarks (bench/README.md); bench-quick for a short run"
 	@echo "make lint         ruff and mypy --strict"
 
-setup:
-	$(PYTHON) -m pip install -q -e '.[test]'
+# One-time setup of a fresh Debian machine (nginx, test tools, the package itself);
+# the stamp re-runs it when pyproject.toml changes.
+setup: .setup-done
 
-test:
+.setup-done: pyproject.toml .ci/setup
+	bash .ci/setup
+	@touch $@
+
+test: .setup-done
 	$(PYTHON) -m pytest -q tests
 
-test-long:
+test-long: .setup-done
 	WITHCACHE_LONG=1 $(PYTHON) -m pytest -q tests
 
-lint:
+lint: .setup-done
 	ruff check .
 	ruff format --check .
 	mypy
@@ -54,17 +59,17 @@ watch:
 report:
 	$(WITHCACHE) report --data $(DATA)
 
-demo:
+demo: .setup-done
 	$(PYTHON) -m withcache.demo
 
-bench:
+bench: .setup-done
 	$(PYTHON) bench/run_all.py
 
-bench-quick:
+bench-quick: .setup-done
 	$(PYTHON) bench/run_all.py --quick
 
 install-shims:
 	$(WITHCACHE) install-shims $(if $(SHADOW),--shadow) $(PREFIX)/bin
 
 clean:
-	rm -rf .pytest_cache build dist *.egg-info
+	rm -rf .pytest_cache build dist *.egg-info .setup-done
