@@ -237,3 +237,32 @@ def test_auto_fill_refuses_a_redirect_to_a_host_not_allowed(data: Layout) -> Non
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def test_since_shows_only_recent_misses(data: Layout) -> None:
+    from withcache import misses, store
+
+    now = time.time()
+    conn = store.connect(data.db)
+    for url, seen in (
+        ("https://a.example/old.bin", now - 10 * 86400),
+        ("https://a.example/new.bin", now - 3600),
+    ):
+        conn.execute(
+            "INSERT INTO misses (key, url, count, first_seen, last_seen) VALUES (?, ?, 1, ?, ?)",
+            (url, url, seen, seen),
+        )
+    conn.close()
+    assert [r["url"] for r in misses_json(data.root, "--since", "2d")] == [
+        "https://a.example/new.bin"
+    ]
+    assert len(misses_json(data.root, "--since", "2w")) == 2
+    r = run_withcache("misses", "--data", str(data.root), "--since", "soon")
+    assert r.returncode == 2 and "like 7d, 12h" in r.stderr
+    assert [misses.parse_age(t) for t in ("90s", "30m", "12h", "7d", "2w")] == [
+        90,
+        1800,
+        43200,
+        604800,
+        1209600,
+    ]

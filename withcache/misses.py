@@ -97,6 +97,17 @@ def listing(
     return out
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """'7d', '12h', '30m', '2w', '90s' -> seconds (for `misses --since`)."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS or not number.isdigit() or not number.isascii():
+        raise ValueError(f"{text!r} is not a duration like 7d, 12h, 30m or 2w")
+    return int(number) * _UNITS[unit]
+
+
 def _has_project_page(www: Path | None, project: str) -> bool:
     return www is not None and (www / "simple" / project).is_dir()
 

@@ -8,6 +8,7 @@ import json
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -70,6 +71,11 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     fmt.add_argument("--yaml", action="store_true", help="a manifest snippet, ready to paste")
     p.add_argument("--all", action="store_true", help="include dismissed and cached ones")
     p.add_argument("--limit", type=int, default=None, help="show at most this many")
+    p.add_argument(
+        "--since",
+        metavar="AGE",
+        help="only misses requested within AGE (7d, 12h, 30m, 2w)",
+    )
 
     p = command(sub, parent, "report", cmd_report)
     p.add_argument("--format", choices=report.FORMATS, default="text", help="default: text")
@@ -242,6 +248,7 @@ def cmd_misses(args: argparse.Namespace) -> int:
 
     example:
       withcache misses
+      withcache misses --since 7d
       withcache misses --yaml >> manifests/review.yaml   # then edit, check, PR
       withcache misses dismiss https://vendor.example/typo.run torch
     """
@@ -252,7 +259,16 @@ def cmd_misses(args: argparse.Namespace) -> int:
             return _dismiss(conn, args.targets, quiet=args.quiet)
         if args.targets:
             raise UsageError("URLs are only taken by `withcache misses dismiss URL...`")
-        rows = misses.listing(conn, lay.www, everything=args.all, limit=args.limit)
+        where, params = "", ()  # type: tuple[str, tuple[float, ...]]
+        if args.since:
+            try:
+                age = misses.parse_age(args.since)
+            except ValueError as exc:
+                raise UsageError(f"--since: {exc}") from None
+            where, params = "m.last_seen >= ?", (time.time() - age,)
+        rows = misses.listing(
+            conn, lay.www, everything=args.all, limit=args.limit, where=where, params=params
+        )
     finally:
         conn.close()
     if args.json:
