@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from withcache import fetch, index, keys, store, tree
+from withcache import fetch, index, keys, placement, store
 from withcache.settings import Layout
 
 MAX_PENDING = 256  # more waiting misses than this are offered again on their next request
@@ -149,8 +149,7 @@ class AutoFill:
                 last_modified=result.last_modified,
                 source="auto",
             )
-            store.put_artifact(conn, record)  # record, then rename: as sync does
-            tree.place(self.layout, result.path, key, result.mtime)
+            placement.install(self.layout, conn, record, result.path, result.mtime)
             fetch.discard_partial(self.partial, key)
         finally:
             conn.close()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from withcache import fetch, keys, lock, store, tree
+from withcache import fetch, keys, lock, placement, store, tree
 from withcache.manifest import Manifest, resolve_headers
 from withcache.plan import Fetch, Plan, Wanted, plan
 from withcache.progress import Progress, human
@@ -213,8 +213,6 @@ class _Worker:
         """Record, then rename: www/ never holds a file whose hash differs from its record."""
         w = job.wanted
         assert result.path is not None
-        if job.known is not None:
-            tree.remove(self.layout, w.key)  # old bytes go first, so no window shows a mismatch
         record = store.Artifact(
             key=w.key,
             url=w.url,
@@ -227,8 +225,14 @@ class _Worker:
             source=w.source,
         )
         with self.conn_lock:
-            store.put_artifact(self.conn, record)
-        tree.place(self.layout, result.path, w.key, result.mtime)
+            placement.install(
+                self.layout,
+                self.conn,
+                record,
+                result.path,
+                result.mtime,
+                replacing=job.known is not None,
+            )
         fetch.discard_partial(self.layout.partial, w.key)
         with self.conn_lock:
             self.summary.fetched += 1
