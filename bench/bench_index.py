@@ -31,17 +31,13 @@ def populate(data: Path, count: int) -> Layout:
     for i in range(count):
         url = f"https://vendor{i % 37}.example/pkg/{i // 100}/tool-{i}.tar.gz"
         key = keys.normalize(url)
-        rows.append((key, url, keys.name(key), 1_000_000 + i, f"{i:064x}", now - i))
+        rows.append(store.Artifact(key, url, keys.name(key), 1_000_000 + i, f"{i:064x}", now - i))
         if i % 10 == 0:
             hits.append((key, i % 50 + 1, (i % 50 + 1) * 1_000_000, now - i / 2))
     conn = store.connect(layout.db)
     try:
+        store.put_artifacts(conn, rows)
         with store.transaction(conn):
-            conn.executemany(
-                "INSERT INTO artifacts (key, url, name, size, sha256, fetched_at, source) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'manifest')",
-                rows,
-            )
             conn.executemany("INSERT INTO hits VALUES (?, ?, ?, ?)", hits)
     finally:
         conn.close()

@@ -204,12 +204,7 @@ def populate(data: Path, manifest: Path, count: int) -> None:
         lines.append(f"  - {url}")
     conn = store.connect(layout.db)
     try:
-        with store.transaction(conn):
-            conn.executemany(
-                "INSERT INTO artifacts (key, url, name, size, sha256, fetched_at, source) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'manifest')",
-                [(a.key, a.url, a.name, a.size, a.sha256, a.fetched_at) for a in rows],
-            )
+        store.put_artifacts(conn, rows)
     finally:
         conn.close()
     manifest.write_text("\n".join(lines) + "\n")

@@ -150,16 +150,13 @@ def time_runs(
     warmup: int = 0,
 ) -> Stats:
     """Wall time of fn() in seconds, `runs` times; setup() runs untimed before each."""
-    out = []
-    for i in range(warmup + runs):
-        if setup:
-            setup()
+
+    def timed() -> float:
         t0 = time.perf_counter()
         fn()
-        dt = time.perf_counter() - t0
-        if i >= warmup:
-            out.append(dt)
-    return Stats(out)
+        return time.perf_counter() - t0
+
+    return sample_runs(timed, runs, setup=setup, warmup=warmup)
 
 
 def sample_runs(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,22 +137,17 @@ def artifacts(conn: sqlite3.Connection) -> dict[str, Artifact]:
 
 
 def put_artifact(conn: sqlite3.Connection, a: Artifact) -> None:
+    put_artifacts(conn, [a])
+
+
+def put_artifacts(conn: sqlite3.Connection, batch: Sequence[Artifact]) -> None:
+    """Record artifacts in one transaction (a failure recorded earlier is cleared)."""
     with transaction(conn):
-        conn.execute(
+        conn.executemany(
             "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                a.key,
-                a.url,
-                a.name,
-                a.size,
-                a.sha256,
-                a.fetched_at,
-                a.etag,
-                a.last_modified,
-                a.source,
-            ),
+            [astuple(a) for a in batch],
         )
-        conn.execute("DELETE FROM sync_failures WHERE key = ?", (a.key,))
+        conn.executemany("DELETE FROM sync_failures WHERE key = ?", [(a.key,) for a in batch])
 
 
 def delete_artifact(conn: sqlite3.Connection, key: str) -> None:
