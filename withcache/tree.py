@@ -1,4 +1,4 @@
-"""The served tree on disk: atomic placement, removal and scanning of www/b/.
+"""The served tree on disk: atomic placement and removal under www/b/.
 
 Only whole, verified files ever appear under www/: bytes are written under
 state/partial/ (same filesystem), fsynced, chmod 0644 (mkstemp-style 0600 files
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from withcache import keys
@@ -61,21 +60,6 @@ def remove(layout: Layout, key: str) -> bool:
     return True
 
 
-def scan(layout: Layout) -> Iterator[tuple[str, os.stat_result]]:
-    """Every (key, stat) of a blob on disk, decoded back from its directory names."""
-    top = layout.www / "b"
-    for dirpath, _dirs, files in os.walk(top):
-        if keys.BLOB_FILE not in files:
-            continue
-        rel = os.path.relpath(dirpath, top)
-        try:
-            key = keys.decode_token(rel.replace(os.sep, ""))
-        except ValueError:
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            yield key, os.stat(os.path.join(dirpath, keys.BLOB_FILE))
-
-
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -92,13 +76,6 @@ def _make_readable(top: Path, leaf: Path) -> None:
         if mode & 0o755 != 0o755:
             d.chmod(mode | 0o755)
         d = d.parent
-
-
-def disk_usage(layout: Layout) -> tuple[int, int]:
-    """(bytes used by blobs, bytes free on the filesystem)."""
-    used = sum(st.st_size for _key, st in scan(layout))
-    vfs = os.statvfs(layout.www)
-    return used, vfs.f_bavail * vfs.f_frsize
 
 
 def atomic_write(path: Path, data: bytes) -> None:
