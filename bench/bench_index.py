@@ -18,7 +18,7 @@ from pathlib import Path
 import common as c
 
 from withcache import index, keys, store
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 SIZES = (1_000, 10_000, 100_000)
 

@@ -185,7 +185,7 @@ def populate(data: Path, manifest: Path, count: int) -> None:
     directly (blob files + state rows, as sync leaves them), in seconds rather than the
     minutes a first sync of 10,000 files takes. The first sync over it must fetch nothing."""
     from withcache import keys, store
-    from withcache.settings import Layout
+    from withcache.layout import Layout
 
     layout = Layout(data)
     rows, lines = [], ["artifacts:"]

@@ -32,7 +32,7 @@ import common as c
 
 from withcache import keys, watch
 from withcache.accesslog import parse_line
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 TARGET_RATE = 100_000  # lines/s
 TARGET_DELAY_MS = 1000.0

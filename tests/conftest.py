@@ -4,6 +4,7 @@ and a guard that no test leaks threads."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import socket
@@ -19,9 +20,9 @@ import pytest
 import requests
 
 from tests.origin import Origin
-from withcache import keys, store, tree
-from withcache.demo import stop
-from withcache.settings import Layout
+from withcache import keys, placement, store
+from withcache.children import stop
+from withcache.layout import Layout
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).resolve().parent / "key-vectors.tsv"
@@ -104,23 +105,19 @@ def data(tmp_path: Path) -> Layout:
     return Layout(tmp_path / "data").ensure()
 
 
-def plant(layout: Layout, url: str, body: bytes, keep_query: bool = False) -> str:
-    """Put an artifact in the tree exactly as sync does (record, then atomic rename)."""
+def plant(
+    layout: Layout, url: str, body: bytes, keep_query: bool = False, source: str = "manifest"
+) -> str:
+    """Put an artifact in the tree through the one placement routine, as sync does."""
     key = keys.normalize(url, keep_query)
     layout.ensure()
     part = layout.partial / (hashlib.sha256(key.encode()).hexdigest() + ".plant")
-    part.write_bytes(body)
+    verified = placement.copy_in(layout, io.BytesIO(body), part, None)
     conn = store.connect(layout.db)
     try:
-        store.put_artifact(
-            conn,
-            store.Artifact(
-                key, url, keys.name(key), len(body), hashlib.sha256(body).hexdigest(), time.time()
-            ),
-        )
+        placement.install(layout, conn, placement.Item(verified, key=key, url=url, source=source))
     finally:
         conn.close()
-    tree.place(layout, part, key)
     return key
 
 

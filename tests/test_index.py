@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import plant
 from withcache import index, keys, store
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 EVIL = "https://evil.example/<script>alert(1)</script>\"'&.bin"
 

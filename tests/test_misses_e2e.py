@@ -15,7 +15,7 @@ from tests.test_watch import nginx_line
 from tests.watcher import Watcher, checkpoint
 from withcache import keys
 from withcache.accesslog import _EXACT
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 
 def shim_path(url: str) -> str:

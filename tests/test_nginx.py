@@ -15,7 +15,7 @@ import requests
 from tests.conftest import Cache, run_withcache
 from withcache import keys, nginx
 from withcache.errors import NginxError
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 BODY = os.urandom(10_000)
 ORIGIN = "https://vendor.example/dl/tool-1.2.tar.gz"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT, withcache_cmd
 from tests.origin import Origin
-from withcache.progress import duration, human
+from withcache.fmt import duration, human
 
 
 def test_human_units() -> None:

@@ -22,12 +22,12 @@ from tests.pyindex_install import installed, pip_install, pip_venv, uv_install, 
 from tests.pyindex_upstream import Dist, Upstream, build_wheel
 from withcache import keys, manifest, pyindex, store
 from withcache.errors import ManifestError
+from withcache.layout import Layout
 from withcache.manifest import Manifest
-from withcache.pyconfig import PythonConfig
 from withcache.pyindex import model, pages, resolve, select, targets
+from withcache.pyindex.config import PythonConfig
 from withcache.pyindex.model import IndexFile, Listed
 from withcache.pyindex.resolve import Pin
-from withcache.settings import Layout
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 PIP_ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html; q=0.1, text/html; q=0.01"
@@ -359,7 +359,7 @@ def test_resync_html_upstream_is_idempotent_and_prunes(tmp_path: Path) -> None:
         assert not any("solo" in n for n in names)
         token = keys.token(keys.normalize(f"{origin.base}/files/{alpha.filename}"))
         assert (data / "www" / "b" / token / "@metadata").read_bytes() == alpha.metadata
-        pyindex.render(Manifest(), layout)  # the python: section is gone
+        pyindex.write_index(Manifest(), layout)  # the python: section is gone
         assert not simple.exists() and not model.plan_path(layout).exists()
     finally:
         origin.close()
@@ -454,7 +454,7 @@ def test_python_section_loads_with_defaults(tmp_path: Path) -> None:
         (
             "python:\n  index: https://user:pw@x/simple/\n  requirements: [a]\n  python: []\n"
             "  platforms: [any]",
-            ["2: python.index must not contain credentials", "4: python.python must not be empty"],
+            ["2: python.index: url contains credentials", "4: python.python must not be empty"],
         ),
     ],
 )

@@ -13,8 +13,8 @@ from tests.origin import Origin
 from tests.test_watch import nginx_line
 from withcache import keys
 from withcache.cli import main
+from withcache.layout import Layout
 from withcache.report import _code
-from withcache.settings import Layout
 
 Feed = Callable[..., None]
 Report = Callable[..., tuple[int, str]]

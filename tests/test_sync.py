@@ -16,7 +16,7 @@ from tests.conftest import LONG, ROOT, key_vectors, run_withcache, withcache_cmd
 from tests.origin import Origin
 from withcache import keys, store
 from withcache.cli import main
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 
 def sha(b: bytes) -> str:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import yaml
 
-from withcache import keys, manifest
+from withcache import atomic, keys, manifest
 from withcache.errors import ManifestError, Problem, UsageError
 from withcache.misses import yaml_scalar
+from withcache.yamlnodes import SHA256
 
 DEFAULT_FILE = Path("manifests/added.yaml")
-DEFAULT_DIR = Path("manifests")
 HEADER = (
     "# URLs added with `withcache add`. Reviewed by pull request like any manifest;\n"
     "# move entries to a better-named file whenever you like.\n"
@@ -81,7 +81,7 @@ def _refuse_obvious(entries: Sequence[NewEntry]) -> None:
             problems.append(Problem(e.url, 0, "duplicate URL, given twice here"))
         else:
             seen.add(key)
-        if e.sha256 is not None and not manifest.SHA256.match(e.sha256):
+        if e.sha256 is not None and not SHA256.match(e.sha256):
             problems.append(Problem(e.url, 0, f"sha256 must be 64 hex digits, got {e.sha256!r}"))
     if problems:
         raise _Refused(problems)
@@ -145,18 +145,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _write(target: Path, text: str) -> None:
     """Replace the file atomically, keeping its permissions."""
     mode = target.stat().st_mode & 0o7777 if target.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic.write_text(target, text, mode=mode)
 
 
 # --- the text edit (pure) ----------------------------------------------------------------

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from withcache import fetch, index, keys, placement, store
-from withcache.settings import Layout
+from withcache import fetch, index, placement, store
+from withcache.layout import Layout
 
 MAX_PENDING = 256  # more waiting misses than this are offered again on their next request
 RETRY_AFTER = 600.0  # seconds before a failed URL is tried again
@@ -137,19 +137,9 @@ class AutoFill:
                     self._failed[key] = time.monotonic()
                 self.say(f"auto-fill {key}: {exc}")
                 return
-            assert result.path is not None
-            record = store.Artifact(
-                key=key,
-                url=key,
-                name=keys.name(key),
-                size=result.size,
-                sha256=result.sha256,
-                fetched_at=time.time(),
-                etag=result.etag,
-                last_modified=result.last_modified,
-                source="auto",
-            )
-            placement.install(self.layout, conn, record, result.path, result.mtime)
+            assert result is not None  # no validators were sent: never a 304
+            item = placement.Item(result, key=key, url=key, source="auto")
+            placement.install(self.layout, conn, item)
             fetch.discard_partial(self.partial, key)
         finally:
             conn.close()

@@ -18,12 +18,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import requests
 
 from withcache import keys
+from withcache.children import running
 from withcache.origin import Origin
 
 ORIGIN_PORT = 18765
@@ -79,26 +79,6 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], seconds: float = 15) -
                 return
         time.sleep(0.1)
     raise SystemExit("demo: nginx did not come up within 15 s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (nginx and the watcher stop cleanly on it), SIGKILL after 10 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
-def running(cmd: list[str], **kw: object) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, **kw)  # type: ignore[call-overload]
-    try:
-        yield proc
-    finally:
-        stop(proc)
 
 
 def curl_through_shim(cache_url: str, origin_url: str, out: Path) -> tuple[int, str]:

@@ -39,7 +39,7 @@ class UsageError(WithcacheError):
 
 
 class FetchError(WithcacheError):
-    """A download that failed; the message says what, where and why."""
+    """A download that failed; the message says what, where and why (fetch.FetchFailed)."""
 
 
 class LockedError(WithcacheError):

@@ -11,6 +11,7 @@ origin still has the same bytes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -19,12 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import requests
 
-from withcache import __version__
+from withcache import __version__, atomic
+from withcache.errors import FetchError
+from withcache.placement import Verified
 
 CHUNK = 1 << 20  # one read fills one buffer: the most we lose to a reset, the progress step
 BUFFERS = 8
@@ -46,33 +48,28 @@ class Request:
     last_modified: str | None = None
 
 
-@dataclass
-class Result:
+@dataclass(frozen=True)
+class Result(Verified):
     """A finished download: the partial file is complete and verified."""
 
-    path: Path | None  # None when the origin said 304 Not Modified
-    size: int
-    sha256: str
-    etag: str | None
-    last_modified: str | None
     resumed_from: int = 0
 
-    @property
-    def mtime(self) -> float | None:
-        if not self.last_modified:
-            return None
-        try:
-            return parsedate_to_datetime(self.last_modified).timestamp()
-        except (TypeError, ValueError):
-            return None
 
-
-class FetchFailed(Exception):
+class FetchFailed(FetchError):
     """A download that failed; `retry` says whether trying again may help."""
 
     def __init__(self, message: str, *, retry: bool = False) -> None:
         super().__init__(message)
         self.retry = retry
+
+
+class DiskFull(FetchFailed):
+    """The data dir's filesystem is full; `total` is the download's size when known."""
+
+    def __init__(self, total: int | None, wrote: int) -> None:
+        super().__init__("no space left on device")
+        self.total = total
+        self.wrote = wrote
 
 
 @dataclass(frozen=True)
@@ -105,8 +102,9 @@ def fetch(
     progress: Progress | None = None,
     on_retry: Callable[[str], None] | None = None,
     on_length: Callable[[int | None], None] | None = None,
-) -> Result:
-    """Fetch with retries and backoff on connection errors and 5xx; raise FetchFailed."""
+) -> Result | None:
+    """Fetch with retries and backoff on connection errors and 5xx; raise FetchFailed.
+    None means the origin answered 304: what we hold is current."""
     attempt = 0
     while True:
         attempt += 1
@@ -133,7 +131,7 @@ def _fetch_once(
     policy: Policy,
     progress: Progress | None,
     on_length: Callable[[int | None], None] | None = None,
-) -> Result:
+) -> Result | None:
     part, meta_path = partial_paths(partial_dir, req.key)
     meta = _read_meta(meta_path)
     offset = 0
@@ -165,7 +163,7 @@ def _fetch_once(
 
     with resp:
         if resp.status_code == 304:
-            return Result(None, 0, "", req.etag, req.last_modified)
+            return None
         if resp.status_code == 416 and offset:
             discard_partial(partial_dir, req.key)  # our partial is not a prefix any more
             raise FetchFailed("origin refused the resume range; starting over", retry=True)
@@ -182,11 +180,17 @@ def _fetch_once(
             offset = 0  # the origin sent the whole file: start over
         etag = resp.headers.get("ETag")
         last_modified = resp.headers.get("Last-Modified")
-        _write_meta(meta_path, {"url": req.url, "etag": etag, "last_modified": last_modified})
         expected = _expected_total(resp, offset)
         if on_length:
             on_length(expected)
-        digest, size = _stream_to(resp, part, offset, progress)
+        meta = {"url": req.url, "etag": etag, "last_modified": last_modified}
+        try:
+            atomic.write(meta_path, json.dumps(meta).encode(), durable=False)
+            digest, size = _stream_to(resp, part, offset, progress)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise DiskFull(expected, _size(part)) from exc
 
     if expected is not None and size != expected:
         raise FetchFailed(f"connection broken after {size} of {expected} bytes", retry=True)
@@ -384,10 +388,11 @@ def _read_meta(path: Path) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_meta(path: Path, meta: dict[str, object]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta))
-    os.replace(tmp, path)
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _reason(exc: BaseException) -> str:

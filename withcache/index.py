@@ -15,11 +15,10 @@ from typing import Any
 
 import jinja2
 
-from withcache import __version__, keys, store
+from withcache import __version__, atomic, keys, store
+from withcache.fmt import human, iso_or_none, visible, when
+from withcache.layout import Layout
 from withcache.misses import listing as open_misses
-from withcache.progress import human
-from withcache.settings import Layout
-from withcache.tree import atomic_write
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,12 @@ class Row:
     last_hit: float | None = None
 
 
+def _shown(value: object) -> object:
+    """Every string a page prints goes through visible(): escaping stops markup, this
+    stops NUL, ESC and bidi overrides from spoofing what the reader sees."""
+    return visible(value) if isinstance(value, str) else value
+
+
 def html_env() -> jinja2.Environment:
     """Autoescaped: URLs and user agents in misses are whatever a client sent."""
     env = jinja2.Environment(
@@ -47,22 +52,11 @@ def html_env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
     env.filters["human"] = human
     env.filters["when"] = when
     return env
-
-
-def when(ts: float | None) -> str:
-    if not ts:
-        return ""
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
-
-
-def iso(ts: float | None) -> str | None:
-    if not ts:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def gather(
@@ -126,8 +120,8 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
             has_report=(layout.www / "report.html").exists(),
         )
     )
-    atomic_write(layout.www / "index.html", html.encode())
-    atomic_write(layout.www / "catalog.json", catalog_json(rows, generated).encode())
+    atomic.write(layout.www / "index.html", html.encode())
+    atomic.write(layout.www / "catalog.json", catalog_json(rows, generated).encode())
     return len(rows)
 
 
@@ -139,15 +133,15 @@ def catalog_json(rows: list[Row], generated: float | None) -> str:
             "cache_path": r.cache_path,
             "size": r.size,
             "sha256": r.sha256,
-            "fetched_at": iso(r.fetched_at),
+            "fetched_at": iso_or_none(r.fetched_at),
             "source": r.source,
             "hits": r.hits,
-            "last_hit": iso(r.last_hit),
+            "last_hit": iso_or_none(r.last_hit),
         }
         for r in rows
     ]
     # One artifact per line: diffable, and json's C encoder (not used with indent=)
     # keeps a 100,000-artifact catalog fast.
-    head = json.dumps({"generated": iso(generated), "count": len(rows)})[:-1]
+    head = json.dumps({"generated": iso_or_none(generated), "count": len(rows)})[:-1]
     body = ",\n ".join(json.dumps(a, ensure_ascii=False) for a in artifacts)
     return f'{head}, "artifacts": [\n {body}\n]}}\n'

@@ -9,26 +9,25 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from withcache import keys
+from withcache import keys, urlcheck
 from withcache.errors import ManifestError, Problem
+from withcache.fmt import human
+from withcache.pyindex.config import PythonConfig
+from withcache.pyindex.config import parse as parse_python
+from withcache.yamlnodes import LOADER, Ctx, boolean, is_null, mapping, sha256, string
 
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-WHITESPACE = re.compile(r"\s")
-# libyaml's loader is ~10x faster and keeps marks too; fall back where it is absent
-LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 TOP_KEYS = {"defaults", "artifacts", "auto", "python"}
 DEFAULT_KEYS = {"keep_query", "headers"}
 ENTRY_KEYS = {"url", "sha256", "headers", "keep_query"}
 AUTO_KEYS = {"allow_hosts"}
-BOOL_TAG = "tag:yaml.org,2002:bool"
-STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass(frozen=True)
@@ -63,24 +62,16 @@ class Entry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything the manifests ask for, validated."""
+    """Everything the manifests ask for, validated. Each top-level section of a file
+    becomes one field; load() concatenates the files' sections."""
 
     entries: tuple[Entry, ...] = ()
     allow_hosts: tuple[str, ...] = ()
-    python: tuple[object, ...] = ()
+    python: tuple[PythonConfig, ...] = ()
     files: tuple[str, ...] = ()
 
     def by_key(self) -> dict[str, Entry]:
         return {e.key: e for e in self.entries}
-
-
-@dataclass
-class _Ctx:
-    file: str
-    problems: list[Problem] = field(default_factory=list)
-
-    def add(self, node: yaml.Node, message: str) -> None:
-        self.problems.append(Problem(self.file, node.start_mark.line + 1, message))
 
 
 def manifest_files(paths: Iterable[Path]) -> list[Path]:
@@ -94,41 +85,95 @@ def manifest_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
+MAX_BYTES = 8 << 20  # one manifest; 10,000 entries take about 1.5 MB
+
+
+def manifest_text(path: Path, roots: list[Path], ctx: Ctx) -> str | None:
+    """A manifest's text, or None after recording why it was not read.
+
+    A pull request controls these files, and git carries symlinks: only regular files
+    are read (a FIFO would hang, /dev/zero never ends), a link in a manifests
+    directory must stay inside it, and a file is read only up to MAX_BYTES.
+    """
+
+    def refuse(message: str) -> None:
+        ctx.problems.append(Problem(str(path), 0, message))
+
+    try:
+        if roots and path.is_symlink():
+            real = path.resolve()
+            if not any(real.is_relative_to(r.resolve()) for r in roots):
+                refuse(f"is a symlink to {real}, outside the manifests tree; not read")
+                return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        refuse(f"cannot read: {exc.strerror or exc}")
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            refuse("not a regular file (a FIFO, device or directory); not read")
+            return None
+        if st.st_size > MAX_BYTES:
+            refuse(
+                f"is {human(st.st_size)}, over the {human(MAX_BYTES)} a manifest may be; split it"
+            )
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        refuse(f"cannot read: {exc.strerror or exc}")
+        return None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_BYTES:
+        refuse(f"grew past {human(MAX_BYTES)} while being read; not read")
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        refuse(f"cannot read: not UTF-8 ({exc.reason} at byte {exc.start})")
+        return None
+
+
 def load(paths: Iterable[Path], *, env: Mapping[str, str] | None = None) -> Manifest:
     """Parse and validate every manifest; raise ManifestError listing every problem.
 
     With `env` given (sync time), `env:` header values must name set variables.
     """
+    paths = list(paths)
     files = manifest_files(paths)
-    problems: list[Problem] = []
-    entries: list[Entry] = []
-    hosts: list[str] = []
-    python: list[object] = []
     if not files:
         raise ManifestError([Problem(str(p), 0, "no manifest files found") for p in paths])
+    problems: list[Problem] = []
+    parts: list[Manifest] = []
+    roots = [p for p in paths if p.is_dir()]
     for path in files:
-        ctx = _Ctx(str(path))
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(str(path), 0, f"cannot read: {exc}"))
-            continue
-        parsed = _parse_file(text, ctx)
-        if parsed is not None:
-            entries.extend(parsed[0])
-            hosts.extend(parsed[1])
-            python.extend(parsed[2])
+        ctx = Ctx(str(path))
+        text = manifest_text(path, roots, ctx)
+        part = _parse_file(text, ctx) if text is not None else None
+        if part is not None:
+            parts.append(part)
         problems.extend(ctx.problems)
-    problems.extend(_cross_file_problems(entries))
+    merged = _merge(parts, files)
+    problems.extend(_cross_file_problems(list(merged.entries)))
     if env is not None:
-        problems.extend(_unset_env_problems(entries, env))
+        problems.extend(_unset_env_problems(merged.entries, env))
     if problems:
         raise ManifestError(problems)
-    unique_hosts = tuple(dict.fromkeys(hosts))
-    return Manifest(tuple(entries), unique_hosts, tuple(python), tuple(map(str, files)))
+    return merged
 
 
-def _parse_file(text: str, ctx: _Ctx) -> tuple[list[Entry], list[str], list[object]] | None:
+def _merge(parts: list[Manifest], files: list[Path]) -> Manifest:
+    return Manifest(
+        entries=tuple(e for m in parts for e in m.entries),
+        allow_hosts=tuple(dict.fromkeys(h for m in parts for h in m.allow_hosts)),
+        python=tuple(c for m in parts for c in m.python),
+        files=tuple(map(str, files)),
+    )
+
+
+def _parse_file(text: str, ctx: Ctx) -> Manifest | None:
     try:
         root = yaml.compose(text, Loader=LOADER)
     except yaml.MarkedYAMLError as exc:
@@ -140,74 +185,30 @@ def _parse_file(text: str, ctx: _Ctx) -> tuple[list[Entry], list[str], list[obje
         ctx.problems.append(Problem(ctx.file, 0, f"YAML error: {exc}"))
         return None
     if root is None:
-        return [], [], []
-    top = _mapping(root, ctx, "the manifest", TOP_KEYS)
+        return Manifest()
+    top = mapping(root, ctx, "the manifest", TOP_KEYS)
     if top is None:
         return None
-    defaults = _defaults(top.get("defaults"), ctx)
-    entries = _artifacts(top.get("artifacts"), defaults, ctx)
-    hosts = _auto(top.get("auto"), ctx)
-    python: list[object] = []
-    if "python" in top:
-        from withcache import pyconfig
-
-        python = pyconfig.parse(top["python"], ctx.file, ctx.problems)
-    return entries, hosts, python
+    return Manifest(
+        entries=tuple(_artifacts(top.get("artifacts"), _defaults(top.get("defaults"), ctx), ctx)),
+        allow_hosts=tuple(_auto(top.get("auto"), ctx)),
+        python=tuple(parse_python(top["python"], ctx) if "python" in top else ()),
+    )
 
 
-def _mapping(
-    node: yaml.Node, ctx: _Ctx, what: str, allowed: set[str] | None
-) -> dict[str, yaml.Node] | None:
-    """A mapping node as {key: value node}; flags duplicate keys, and unknown ones
-    unless `allowed` is None."""
-    if not isinstance(node, yaml.MappingNode):
-        ctx.add(node, f"{what} must be a mapping")
-        return None
-    out: dict[str, yaml.Node] = {}
-    for k, v in node.value:
-        name = k.value if isinstance(k, yaml.ScalarNode) else "?"
-        if name in out:
-            ctx.add(k, f"duplicate key '{name}' in {what}")
-        elif allowed is not None and name not in allowed:
-            ctx.add(k, f"unknown key '{name}' in {what} (allowed: {', '.join(sorted(allowed))})")
-        else:
-            out[name] = v
-    return out
-
-
-def _bool(node: yaml.Node, ctx: _Ctx, what: str) -> bool | None:
-    if isinstance(node, yaml.ScalarNode) and node.tag == BOOL_TAG:
-        return node.value.lower() in {"true", "yes", "on"}
-    ctx.add(node, f"{what} must be true or false, got {_show(node)}")
-    return None
-
-
-def _string(node: yaml.Node, ctx: _Ctx, what: str) -> str | None:
-    if isinstance(node, yaml.ScalarNode) and node.value != "":
-        return str(node.value)
-    ctx.add(node, f"{what} must be a non-empty string, got {_show(node)}")
-    return None
-
-
-def _show(node: yaml.Node) -> str:
-    if isinstance(node, yaml.ScalarNode):
-        return repr(node.value)
-    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
-
-
-def _defaults(node: yaml.Node | None, ctx: _Ctx) -> tuple[bool, tuple[Header, ...]]:
+def _defaults(node: yaml.Node | None, ctx: Ctx) -> tuple[bool, tuple[Header, ...]]:
     if node is None:
         return False, ()
-    m = _mapping(node, ctx, "defaults", DEFAULT_KEYS)
+    m = mapping(node, ctx, "defaults", DEFAULT_KEYS)
     if m is None:
         return False, ()
-    keep = _bool(m["keep_query"], ctx, "keep_query") if "keep_query" in m else False
+    keep = boolean(m["keep_query"], ctx, "keep_query") if "keep_query" in m else False
     headers = _headers(m["headers"], ctx) if "headers" in m else ()
     return bool(keep), headers
 
 
-def _headers(node: yaml.Node, ctx: _Ctx) -> tuple[Header, ...]:
-    m = _mapping(node, ctx, "headers", None)
+def _headers(node: yaml.Node, ctx: Ctx) -> tuple[Header, ...]:
+    m = mapping(node, ctx, "headers", None)
     if m is None:
         return ()
     out: list[Header] = []
@@ -215,7 +216,7 @@ def _headers(node: yaml.Node, ctx: _Ctx) -> tuple[Header, ...]:
         if not HEADER_NAME.match(name):
             ctx.add(v, f"invalid header name {name!r}")
             continue
-        value = _string(v, ctx, f"header {name}")
+        value = string(v, ctx, f"header {name}")
         if value is None:
             continue
         if any(c in value for c in "\r\n\0"):
@@ -226,11 +227,11 @@ def _headers(node: yaml.Node, ctx: _Ctx) -> tuple[Header, ...]:
 
 
 def _artifacts(
-    node: yaml.Node | None, defaults: tuple[bool, tuple[Header, ...]], ctx: _Ctx
+    node: yaml.Node | None, defaults: tuple[bool, tuple[Header, ...]], ctx: Ctx
 ) -> list[Entry]:
     if node is None:
         return []
-    if isinstance(node, yaml.ScalarNode) and node.value in {"", "null", "~"}:
+    if is_null(node):
         return []
     if not isinstance(node, yaml.SequenceNode):
         ctx.add(node, "'artifacts' must be a list of URLs or {url: ...} entries")
@@ -243,13 +244,13 @@ def _artifacts(
     return out
 
 
-def _entry(item: yaml.Node, defaults: tuple[bool, tuple[Header, ...]], ctx: _Ctx) -> Entry | None:
+def _entry(item: yaml.Node, defaults: tuple[bool, tuple[Header, ...]], ctx: Ctx) -> Entry | None:
     keep_query, headers = defaults
     sha: str | None = None
     if isinstance(item, yaml.ScalarNode):
         url_node: yaml.Node = item
     else:
-        m = _mapping(item, ctx, "an artifact entry", ENTRY_KEYS)
+        m = mapping(item, ctx, "an artifact entry", ENTRY_KEYS)
         if m is None:
             return None
         if "url" not in m:
@@ -257,16 +258,16 @@ def _entry(item: yaml.Node, defaults: tuple[bool, tuple[Header, ...]], ctx: _Ctx
             return None
         url_node = m["url"]
         if "keep_query" in m:
-            kq = _bool(m["keep_query"], ctx, "keep_query")
+            kq = boolean(m["keep_query"], ctx, "keep_query")
             keep_query = keep_query if kq is None else kq
         if "sha256" in m:
-            sha = _sha256(m["sha256"], ctx)
+            sha = sha256(m["sha256"], ctx)
         if "headers" in m:
             own = _headers(m["headers"], ctx)
             merged = {h.name.lower(): h for h in headers}
             merged.update({h.name.lower(): h for h in own})
             headers = tuple(merged.values())
-    url = _string(url_node, ctx, "url")
+    url = string(url_node, ctx, "url")
     if url is None:
         return None
     key = url_key(url, keep_query, url_node, ctx)
@@ -275,51 +276,33 @@ def _entry(item: yaml.Node, defaults: tuple[bool, tuple[Header, ...]], ctx: _Ctx
     return Entry(url, key, ctx.file, url_node.start_mark.line + 1, sha, keep_query, headers)
 
 
-def url_key(url: str, keep_query: bool, node: yaml.Node, ctx: _Ctx) -> str | None:
+def url_key(url: str, keep_query: bool, node: yaml.Node, ctx: Ctx) -> str | None:
     """The key of a manifest URL, or None after recording why it is unusable."""
-    parsed, problem = _check_url(url)
+    parsed, problem = urlcheck.check(url)
     if parsed is None:
-        ctx.add(node, problem or "invalid url")
+        ctx.add(node, _with_hint(problem or "invalid url"))
         return None
     return keys.normalize_parsed(parsed, keep_query)
 
 
 def url_problem(url: str) -> str | None:
-    """Why a URL cannot go into a manifest (shared with `withcache add`), or None."""
-    return _check_url(url)[1]
+    """Why an artifact URL cannot go into a manifest, in check's words (for `add`)."""
+    problem = urlcheck.problem(url)
+    return _with_hint(problem) if problem else None
 
 
-def _check_url(url: str) -> tuple[keys.ParsedURL | None, str | None]:
-    if WHITESPACE.search(url):
-        return None, f"url contains whitespace: {url!r}"
-    try:
-        parsed = keys.parse(url)
-        keys.normalize_parsed(parsed)
-    except keys.NotCacheable as exc:
-        return None, f"'url' must be an http(s) URL with a host: {exc}"
-    if parsed.userinfo is not None:
-        return None, (
-            "url contains credentials; they would end up in keys and logs. "
-            "Put them in 'headers:' with an env: value, e.g. "
-            "Authorization: env:VENDOR_TOKEN"
+def _with_hint(problem: str) -> str:
+    if problem == urlcheck.CREDENTIALS:
+        return problem + (
+            ". Put them in 'headers:' with an env: value, e.g. Authorization: env:VENDOR_TOKEN"
         )
-    return parsed, None
+    return problem
 
 
-def _sha256(node: yaml.Node, ctx: _Ctx) -> str | None:
-    value = node.value if isinstance(node, yaml.ScalarNode) else None
-    if isinstance(value, str):
-        candidate = value.lower().removeprefix("sha256:")
-        if SHA256.match(candidate):
-            return candidate
-    ctx.add(node, f"sha256 must be 64 hex digits, got {_show(node)}")
-    return None
-
-
-def _auto(node: yaml.Node | None, ctx: _Ctx) -> list[str]:
+def _auto(node: yaml.Node | None, ctx: Ctx) -> list[str]:
     if node is None:
         return []
-    m = _mapping(node, ctx, "auto", AUTO_KEYS)
+    m = mapping(node, ctx, "auto", AUTO_KEYS)
     if m is None or "allow_hosts" not in m:
         return []
     seq = m["allow_hosts"]
@@ -328,7 +311,7 @@ def _auto(node: yaml.Node | None, ctx: _Ctx) -> list[str]:
         return []
     hosts = []
     for h in seq.value:
-        host = _string(h, ctx, "an allowed host")
+        host = string(h, ctx, "an allowed host")
         if host is not None:
             if "/" in host or " " in host:
                 ctx.add(h, f"allowed host must be a bare host name, got {host!r}")
@@ -375,7 +358,7 @@ def _cross_file_problems(entries: list[Entry]) -> list[Problem]:
     return problems
 
 
-def _unset_env_problems(entries: list[Entry], env: Mapping[str, str]) -> list[Problem]:
+def _unset_env_problems(entries: Iterable[Entry], env: Mapping[str, str]) -> list[Problem]:
     problems = []
     for e in entries:
         for h in e.headers:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from withcache import keys
+from withcache import keys, manifest
 from withcache.accesslog import PROJECT_PREFIX, pep503
+from withcache.fmt import iso
 
 OPEN, CACHED, DISMISSED = "open", "cached", "dismissed"
 _PLAIN_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?&=%+@!$()*,;-]+$")
@@ -57,10 +57,6 @@ class MissRow:
             "status": self.status,
             "requirement": self.requirement,
         }
-
-
-def iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def listing(
@@ -168,8 +164,6 @@ def yaml_scalar(url: str) -> str:
 
 def snippet(rows: list[MissRow]) -> str:
     """A ready-to-paste manifest fragment for these misses."""
-    from withcache.manifest import url_problem
-
     urls = [r for r in rows if r.kind == "url"]
     projects = [r for r in rows if r.kind == "project"]
     out = ["# withcache misses: paste into a manifest (manifests/*.yaml), then open a PR"]
@@ -177,7 +171,7 @@ def snippet(rows: list[MissRow]) -> str:
         out.append("artifacts:")
         for r in urls:
             note = f"{r.count} requests, last {iso(r.last_seen)}"
-            problem = url_problem(r.url)
+            problem = manifest.url_problem(r.url)
             if problem:
                 out.append(f"  # not addable: {json.dumps(r.url)}: {problem}")
             else:

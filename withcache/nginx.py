@@ -19,7 +19,7 @@ from pathlib import Path
 import jinja2
 
 from withcache.errors import NginxError
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 INSTALL_HINT = "nginx is not installed; install it with: apt-get install nginx"
 

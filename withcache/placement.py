@@ -1,32 +1,134 @@
-"""Put a verified download into the served tree: the one place that does it.
+"""Put verified bytes into the served tree: the one place that does it.
 
-Order matters for "www/ never holds a file whose sha256 differs from its record":
-old bytes go first (a refresh), then the record, then the atomic rename. A
-cross-process lock keeps sync and the watcher's auto-fill from interleaving
-those steps for the same key.
+Every writer (sync, auto-fill, the wheelhouse, uploads, mirrors, bundle imports)
+ends the same way: a complete, fsynced file under state/partial/ whose sha256 it
+checked becomes a record and a blob in www/b/. Order matters for "www/ never holds
+a file whose sha256 differs from its record": old bytes go first (a replacement),
+then the record, then the atomic rename. A cross-process lock keeps the writers
+from interleaving those steps for the same key.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import BinaryIO
 
-from withcache import lock, store, tree
-from withcache.settings import Layout
+from withcache import keys, lock, store, tree
+from withcache.layout import Layout
+
+CHUNK = 1 << 20
 
 
-def install(
-    layout: Layout,
-    conn: sqlite3.Connection,
-    record: store.Artifact,
-    partial: Path,
-    mtime: float | None,
-    *,
-    replacing: bool = False,
-) -> Path:
-    """Record `record` and rename `partial` (complete, fsynced, verified) into www/b/."""
+@dataclass(frozen=True)
+class Verified:
+    """A complete, fsynced file under state/partial/ whose bytes were hashed."""
+
+    path: Path
+    size: int
+    sha256: str
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def mtime(self) -> float | None:
+        """The origin's Last-Modified as a Unix time: nginx's Last-Modified and ETag
+        then follow the origin's."""
+        if not self.last_modified:
+            return None
+        try:
+            return parsedate_to_datetime(self.last_modified).timestamp()
+        except (TypeError, ValueError):
+            return None
+
+
+class Mismatch(OSError):
+    """The bytes copied in do not hash to what the caller expected."""
+
+
+@contextmanager
+def held(layout: Layout) -> Iterator[None]:
+    """The placement lock; held only for a record and a rename (milliseconds)."""
     with lock.hold(layout.state / "place.lock", "placement lock busy", wait=True):
-        if replacing:
-            tree.remove(layout, record.key)
-        store.put_artifact(conn, record)
-        return tree.place(layout, partial, record.key, mtime)
+        yield
+
+
+@dataclass(frozen=True)
+class Item:
+    """A verified file and what it is: the whole input of a placement."""
+
+    file: Verified
+    key: str
+    url: str
+    source: str
+    name: str | None = None
+    replacing: bool = False  # a record (and perhaps a blob) exists for this key
+
+    def record(self, now: float) -> store.Artifact:
+        return store.Artifact(
+            key=self.key,
+            url=self.url,
+            name=self.name or keys.name(self.key),
+            size=self.file.size,
+            sha256=self.file.sha256,
+            fetched_at=now,
+            etag=self.file.etag,
+            last_modified=self.file.last_modified,
+            source=self.source,
+        )
+
+
+def install(layout: Layout, conn: sqlite3.Connection, item: Item) -> store.Artifact:
+    """Record one verified file and rename it into www/b/; return the record."""
+    return install_many(layout, conn, [item])[0]
+
+
+def install_many(
+    layout: Layout, conn: sqlite3.Connection, items: Sequence[Item]
+) -> list[store.Artifact]:
+    """install() for a group: one lock, one transaction, then the renames.
+
+    Replaced blobs go first, so a crash between the steps leaves a record without
+    its blob (sync fetches it again), never a blob its record does not describe.
+    """
+    now = time.time()
+    records = [i.record(now) for i in items]
+    with held(layout):
+        for i in items:
+            if i.replacing:
+                tree.remove(layout, i.key)
+        store.put_artifacts(conn, records)
+        for i in items:
+            tree.place(layout, i.file.path, i.key, i.file.mtime)
+    return records
+
+
+def copy_in(layout: Layout, src: BinaryIO, part: Path, expect_sha256: str | None) -> Verified:
+    """Copy a stream into the partial file `part`, fsynced and hashed; raise Mismatch (and
+    remove it) when `expect_sha256` is given and differs. For bytes that come from
+    this host (a wheelhouse, an upload, a bundle) rather than from an origin."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with part.open("wb") as dst:
+            while chunk := src.read(CHUNK):
+                h.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        digest = h.hexdigest()
+        if expect_sha256 is not None and digest != expect_sha256:
+            raise Mismatch(f"sha256 is {digest}, expected {expect_sha256}")
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return Verified(part, size, digest)

@@ -12,23 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-
-def human(n: float) -> str:
-    """1536 -> '1.5 KiB' (binary units, as `ls -h` and nginx logs)."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+from withcache.fmt import duration, human
 
 
 @dataclass

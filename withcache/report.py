@@ -17,23 +17,20 @@ import os
 import socket
 import sqlite3
 import time
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from withcache import __version__, index, store
+from withcache import __version__, atomic, fmt, index, store
+from withcache.fmt import human, iso, visible
 from withcache.index import html_env
-from withcache.misses import MissRow, iso, listing
-from withcache.progress import human
-from withcache.settings import Layout
-from withcache.tree import atomic_write
+from withcache.layout import Layout
+from withcache.misses import MissRow, listing
 
 FORMATS = ("text", "markdown", "html", "json")
 SHOW_NEW = 50
 SHOW_AGAIN = 10
 SHOW_TOP = 10
-TRAFFIC = ("lines", "hits", "hit_bytes", "misses", "project_misses", "invalid", "garbage")
 
 
 @dataclass(frozen=True)
@@ -123,7 +120,7 @@ def build(
     rep.auto.sort(key=lambda a: (-a.fetched_at, a.url))
 
     now = store.counters(conn)
-    rep.traffic = {k: now.get(k, 0) - before.get(k, 0) for k in TRAFFIC}
+    rep.traffic = {k: now.get(k, 0) - before.get(k, 0) for k in store.COUNTERS}
     rep.seen_counters = now
     rep.seen_hits = list(conn.execute("SELECT key, count, bytes FROM hits"))
     rep.seen_misses = list(conn.execute("SELECT count, key FROM misses WHERE reported != count"))
@@ -181,7 +178,7 @@ def run(
         text = render(rep, fmt)
         if fmt == "html":
             layout.www.mkdir(parents=True, exist_ok=True)
-            atomic_write(layout.www / "report.html", text.encode())
+            atomic.write(layout.www / "report.html", text.encode())
         out.write(text)
         out.flush()
         if not peek:
@@ -216,23 +213,14 @@ def render(rep: Report, fmt: str) -> str:
     return _text(rep)
 
 
-def clean(s: str) -> str:
-    """Control and format characters (ESC, bidi overrides...) made visible, not obeyed."""
-    if s.isprintable():
-        return s
-    return "".join(
-        c if c == " " or unicodedata.category(c)[0] not in "CZ" else f"\\u{ord(c):04x}" for c in s
-    )
-
-
 def when(ts: float | None) -> str:
-    return index.when(ts) or "never"
+    return fmt.when(ts) or "never"
 
 
 def _what(m: MissRow) -> str:
     if m.kind == "project":
-        return f"Python project {clean(m.url)}  -> requirements: [{clean(m.url)}]"
-    return clean(m.url)
+        return f"Python project {visible(m.url)}  -> requirements: [{visible(m.url)}]"
+    return visible(m.url)
 
 
 def _traffic_line(rep: Report) -> str:
@@ -253,7 +241,7 @@ def _disk_line(rep: Report) -> str:
 
 def _text(rep: Report) -> str:
     since = f" (previous report {when(rep.since)} UTC)" if rep.since else " (first report)"
-    out = [f"withcache report for {clean(rep.where)}, {when(rep.generated)} UTC{since}", ""]
+    out = [f"withcache report for {visible(rep.where)}, {when(rep.generated)} UTC{since}", ""]
     if rep.new_total:
         out.append(f"New misses ({rep.new_total}):")
         out.append(f"  {'REQUESTS':>8}  {'CLIENTS':>7}  {'LAST SEEN (UTC)':16}  WANTED")
@@ -271,19 +259,19 @@ def _text(rep: Report) -> str:
     if rep.failures:
         out.append(f"Failed to sync ({len(rep.failures)}):")
         for f in rep.failures:
-            out.append(f"  {clean(f.url)}: {clean(f.error)} ({when(f.at)} UTC)")
+            out.append(f"  {visible(f.url)}: {visible(f.error)} ({when(f.at)} UTC)")
         out.append("")
     if rep.auto:
         out.append(f"Auto-filled, not yet in a manifest ({len(rep.auto)}):")
         for a in rep.auto:
             new = "new, " if a.new else ""
-            out.append(f"  {clean(a.url)} ({new}{human(a.size)}, fetched {when(a.fetched_at)})")
+            out.append(f"  {visible(a.url)} ({new}{human(a.size)}, fetched {when(a.fetched_at)})")
         out.append("")
     out.append("Since the previous report: " + _traffic_line(rep))
     if rep.top:
         out.append("Top artifacts:")
         for t in rep.top:
-            out.append(f"  {t.hits:>8} hits  {human(t.bytes):>10}  {clean(t.name)}")
+            out.append(f"  {t.hits:>8} hits  {human(t.bytes):>10}  {visible(t.name)}")
     out.append("Disk: " + _disk_line(rep))
     out.append(f"Watcher: last read the log {when(rep.watcher_at)} UTC")
     return "\n".join(out) + "\n"
@@ -291,7 +279,7 @@ def _text(rep: Report) -> str:
 
 def _code(s: str) -> str:
     """A markdown code span that nothing inside can break out of (tables included)."""
-    s = clean(s).replace("|", "\\|")
+    s = visible(s).replace("|", "\\|")
     run = longest = 0
     for c in s:
         run = run + 1 if c == "`" else 0

@@ -9,8 +9,9 @@ real tools further down PATH, never themselves).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from withcache import atomic
 
 SHIMS = {"curlwithcache": "curl", "wgetwithcache": "wget"}  # shim -> the tool it shadows
 MARK = b"curlwithcache / wgetwithcache"  # in the shim's first lines: "this file is ours"
@@ -52,7 +53,8 @@ def install_shims(dest_dir: Path, shadow: bool) -> list[Path]:
                 )
     written = []
     for name in SHIMS:
-        written.append(_write_atomically(dest_dir / name, body))
+        atomic.write(dest_dir / name, body, mode=0o755)  # a running shim keeps the old file
+        written.append(dest_dir / name)
     if shadow:
         for name, tool in SHIMS.items():
             written.append(_link_atomically(dest_dir / tool, name))
@@ -64,20 +66,6 @@ def _replaceable(path: Path) -> bool:
     if path.is_symlink():
         return os.readlink(path) in SHIMS or is_ours(path)
     return not path.exists() or is_ours(path)
-
-
-def _write_atomically(path: Path, body: bytes) -> Path:
-    """Write then rename: a shim running right now keeps reading the old file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _link_atomically(path: Path, target: str) -> Path:

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
-from typing import Any
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS artifacts (
@@ -128,12 +127,34 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("COMMIT")
 
 
+def read_artifacts(db: Path) -> dict[str, Artifact]:
+    """The artifact records, without creating or changing any file (`sync --dry-run`).
+
+    No DB yet means no records. With no -wal file beside it the DB is fully
+    checkpointed and is opened immutable (no -shm is created); otherwise another
+    connection is active and a plain read-only connection sees its commits.
+    """
+    if not db.exists():
+        return {}
+    wal = db.with_name(db.name + "-wal").exists()
+    uri = f"{db.resolve().as_uri()}?{'mode=ro' if wal else 'immutable=1'}"
+    conn = sqlite3.connect(uri, uri=True, timeout=30)
+    try:
+        return artifacts(conn)
+    except sqlite3.OperationalError as exc:  # an older DB without the table
+        if "no such table" in str(exc):
+            return {}
+        raise
+    finally:
+        conn.close()
+
+
 def artifacts(conn: sqlite3.Connection) -> dict[str, Artifact]:
     rows = conn.execute(
         "SELECT key, url, name, size, sha256, fetched_at, etag, last_modified, source "
         "FROM artifacts"
     )
-    return {r["key"]: Artifact(*r) for r in rows}
+    return {r[0]: Artifact(*r) for r in rows}
 
 
 def put_artifact(conn: sqlite3.Connection, a: Artifact) -> None:
@@ -183,13 +204,37 @@ class Checkpoint:
     tail: bytes = b""
 
 
+# The watcher's running totals (the counters table), in the order reports show them.
+COUNTERS = ("lines", "hits", "hit_bytes", "misses", "project_misses", "invalid", "garbage")
+
+
+@dataclass(slots=True)
+class HitTally:
+    """One artifact's hits within a batch of log lines."""
+
+    count: int
+    bytes: int
+    last: float
+
+
+@dataclass(slots=True)
+class MissTally:
+    """One missed URL's (or project's) requests within a batch of log lines."""
+
+    url: str  # as requested (credentials dropped), or the project name
+    kind: str  # "url" | "project"
+    count: int
+    first: float
+    last: float
+    last_ua: str
+
+
 @dataclass
 class Traffic:
     """What one batch of log lines adds up to; applied in one transaction."""
 
-    hits: dict[str, list[float]] = field(default_factory=dict)  # key -> [count, bytes, last]
-    # key -> [url, kind, count, first, last, last_ua]
-    misses: dict[str, list[Any]] = field(default_factory=dict)
+    hits: dict[str, HitTally] = field(default_factory=dict)
+    misses: dict[str, MissTally] = field(default_factory=dict)
     clients: set[tuple[str, str]] = field(default_factory=set)  # (key, addr)
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -210,7 +255,7 @@ def record_traffic(conn: sqlite3.Connection, traffic: Traffic, log: str, at: Che
                 "ON CONFLICT (key) DO UPDATE SET count = count + excluded.count, "
                 "bytes = bytes + excluded.bytes, "
                 "last_hit = max(coalesce(last_hit, 0), excluded.last_hit)",
-                [(k, int(v[0]), int(v[1]), v[2]) for k, v in traffic.hits.items()],
+                [(k, h.count, h.bytes, h.last) for k, h in traffic.hits.items()],
             )
         if traffic.misses:
             conn.executemany(
@@ -221,7 +266,10 @@ def record_traffic(conn: sqlite3.Connection, traffic: Traffic, log: str, at: Che
                 "last_ua = CASE WHEN excluded.last_seen >= last_seen "
                 "THEN excluded.last_ua ELSE last_ua END, "
                 "last_seen = max(last_seen, excluded.last_seen)",
-                [(k, *v) for k, v in traffic.misses.items()],
+                [
+                    (k, m.url, m.kind, m.count, m.first, m.last, m.last_ua)
+                    for k, m in traffic.misses.items()
+                ],
             )
             conn.executemany(  # sorted: B-tree inserts in key order touch far fewer pages
                 "INSERT OR IGNORE INTO miss_clients (key, addr) VALUES (?, ?)",

@@ -1,27 +1,32 @@
-"""`withcache sync`: plan, fetch in parallel, place atomically, record, render the index.
+"""`withcache sync` as one library call: lock, resolve, plan, fetch, publish, index.
 
-Every failure is collected and reported at the end; one bad origin never stops
-the others. A file lock keeps two syncs on one data dir from interleaving.
+run() owns the order of the steps and holds the data dir's sync lock through all
+of them, so a sync that is refused changes nothing and costs nothing. preview() is
+the dry run: the same plan, from a read-only look at the state, writing nothing.
+Every failure is collected in the Summary; one bad origin never stops the others.
+The CLI only parses arguments and prints what these return.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
-import threading
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
-from withcache import fetch, keys, lock, placement, store, tree
+from withcache import fetch, index, keys, lock, store, tree
+from withcache.downloads import Downloads
+from withcache.fmt import human
+from withcache.layout import Layout
 from withcache.manifest import Manifest, resolve_headers
-from withcache.plan import Fetch, Plan, Wanted, plan
-from withcache.progress import Progress, human
-from withcache.settings import Layout
+from withcache.plan import Plan, Wanted, plan
+from withcache.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -30,18 +35,30 @@ class Options:
     refresh: bool = False
     prune: bool = False
     wait: bool = False
+    index: bool = True  # re-render index.html and catalog.json when something changed
     policy: fetch.Policy = field(default_factory=fetch.Policy)
 
 
 @dataclass
 class Summary:
+    """What one sync did; `failed` pairs each failed item with its one-line reason."""
+
     fetched: int = 0
     present: int = 0
     unchanged: int = 0
     removed: int = 0
     bytes: int = 0
     failed: list[tuple[Wanted, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def total(self) -> int:
+        return len(self.failed) + self.fetched + self.present + self.unchanged
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.fetched or self.removed or self.failed)
 
     def line(self) -> str:
         parts = [
@@ -97,159 +114,89 @@ def on_disk_sizes(layout: Layout, records: dict[str, store.Artifact]) -> dict[st
     return sizes
 
 
-def make_plan(layout: Layout, wanted: Sequence[Wanted], opts: Options) -> Plan:
-    conn = store.connect(layout.db)
-    try:
-        records = store.artifacts(conn)
-    finally:
-        conn.close()
-    return plan(
-        wanted, records, on_disk_sizes(layout, records), refresh=opts.refresh, prune=opts.prune
-    )
-
-
-def run(layout: Layout, wanted: Sequence[Wanted], opts: Options, progress: Progress) -> Summary:
-    """Bring the tree in line with `wanted`; the caller renders the index afterwards."""
-    layout.ensure()
+def run(layout: Layout, manifest: Manifest, opts: Options, progress: Progress) -> Summary:
+    """Bring the data dir in line with the manifests: the whole of `withcache sync`."""
     started = time.monotonic()
-    with locked(layout, opts.wait):
-        the_plan = make_plan(layout, wanted, opts)
-        summary = Summary(present=len(the_plan.keep))
-        conn = store.connect(layout.db)
-        conn_lock = threading.Lock()
-        try:
-            for r in the_plan.remove:
-                tree.remove(layout, r.artifact.key)
-                store.delete_artifact(conn, r.artifact.key)
-                progress.note(f"pruned {r.artifact.url}")
-                summary.removed += 1
-            progress.begin(len(the_plan.fetch))
-            worker = _Worker(layout, opts, progress, conn, conn_lock, summary)
-            pool = ThreadPoolExecutor(max(1, opts.jobs), thread_name_prefix="fetch")
-            try:
-                list(pool.map(worker, the_plan.fetch))
-            except KeyboardInterrupt:
-                worker.stopping.set()  # workers stop at their next chunk; partials stay
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-            pool.shutdown()
-        finally:
-            progress.close()
-            conn.close()
+    layout.ensure()
+    try:
+        with locked(layout, opts.wait):
+            summary = _run_locked(layout, manifest, opts, progress)
+    finally:
+        progress.close()
     summary.seconds = time.monotonic() - started
     return summary
 
 
-class _Stopped(Exception):
-    """Ctrl-C: leave the partial file for the next sync to resume."""
+def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Progress) -> Summary:
+    conn = store.connect(layout.db)
+    try:
+        records = store.artifacts(conn)
+        the_plan = _plan(layout, manifest, records, opts, progress.note, save=True)
+        summary = Summary(present=len(the_plan.keep))
+        for r in the_plan.remove:
+            tree.remove(layout, r.artifact.key)
+            store.delete_artifact(conn, r.artifact.key)
+            progress.note(f"pruned {r.artifact.url}")
+            summary.removed += 1
+    finally:
+        conn.close()
+    outcome = Downloads(layout, opts.jobs, opts.policy, progress).run(the_plan.fetch)
+    summary.fetched = outcome.fetched
+    summary.unchanged = outcome.unchanged
+    summary.bytes = outcome.bytes
+    summary.failed = outcome.failed
+    summary.warnings = outcome.warnings
+    _publish(layout, manifest)
+    if opts.index and (summary.changed or not (layout.www / "index.html").exists()):
+        index.render(layout)  # a no-op sync leaves it alone: 10,000 entries stay under 1 s
+    return summary
 
 
-class _Worker:
-    """Runs one Fetch; one requests.Session per worker thread (connection reuse)."""
+def _plan(
+    layout: Layout,
+    manifest: Manifest,
+    records: dict[str, store.Artifact],
+    opts: Options,
+    say: Callable[[str], None],
+    *,
+    save: bool,
+    uv_cache: Path | None = None,
+) -> Plan:
+    wanted = wanted_from_manifest(manifest)
+    if manifest.python:
+        from withcache import pyindex  # resolving needs uv: loaded only when asked for
 
-    def __init__(
-        self,
-        layout: Layout,
-        opts: Options,
-        progress: Progress,
-        conn: sqlite3.Connection,
-        conn_lock: threading.Lock,
-        summary: Summary,
-    ) -> None:
-        self.layout = layout
-        self.opts = opts
-        self.progress = progress
-        self.conn = conn
-        self.conn_lock = conn_lock
-        self.summary = summary
-        self.local = threading.local()
-        self.stopping = threading.Event()
+        wanted += pyindex.wanted(manifest, layout, records, say=say, save=save, uv_cache=uv_cache)
+    return plan(
+        wanted,
+        records,
+        on_disk_sizes(layout, records),
+        refresh=opts.refresh,
+        prune=opts.prune,
+    )
 
-    def session(self) -> requests.Session:
-        s = getattr(self.local, "session", None)
-        if s is None:
-            s = self.local.session = fetch.new_session()
-        return s
 
-    def __call__(self, job: Fetch) -> None:
-        w = job.wanted
-        known = job.known if job.reason == "refresh" else None
-        req = fetch.Request(
-            url=w.url,
-            key=w.key,
-            headers=dict(w.headers),
-            sha256=w.sha256,
-            etag=known.etag if known else None,
-            last_modified=known.last_modified if known else None,
-        )
-        self.progress.file_started(w.key, w.name, None)
-        try:
-            result = fetch.fetch(
-                self.session(),
-                req,
-                self.layout.partial,
-                self.opts.policy,
-                progress=lambda n: self._advance(w.key, n),
-                on_length=lambda total: self.progress.file_started(w.key, w.name, total),
-                on_retry=lambda msg: self.progress.note(f"{w.url}: {msg}"),
-            )
-            if result.path is None:
-                self._unchanged(job)
-                return
-            self._place(job, result)
-        except fetch.FetchFailed as exc:
-            self._failed(w, str(exc))
-        except OSError as exc:
-            self._failed(w, f"local error: {exc}")
-        except _Stopped:
-            return
+def _publish(layout: Layout, manifest: Manifest) -> None:
+    """The front doors' pages, from what the store now holds (failed files left out)."""
+    if manifest.python or (layout.www / "simple").exists():
+        from withcache import pyindex
 
-    def _advance(self, key: str, n: int) -> None:
-        if self.stopping.is_set():
-            raise _Stopped
-        self.progress.advance(key, n)
+        pyindex.write_index(manifest, layout)
 
-    def _place(self, job: Fetch, result: fetch.Result) -> None:
-        """Record, then rename: www/ never holds a file whose hash differs from its record."""
-        w = job.wanted
-        assert result.path is not None
-        record = store.Artifact(
-            key=w.key,
-            url=w.url,
-            name=w.name,
-            size=result.size,
-            sha256=result.sha256,
-            fetched_at=time.time(),
-            etag=result.etag,
-            last_modified=result.last_modified,
-            source=w.source,
-        )
-        with self.conn_lock:
-            placement.install(
-                self.layout,
-                self.conn,
-                record,
-                result.path,
-                result.mtime,
-                replacing=job.known is not None,
-            )
-        fetch.discard_partial(self.layout.partial, w.key)
-        with self.conn_lock:
-            self.summary.fetched += 1
-            self.summary.bytes += result.size - result.resumed_from
-        resumed = f", resumed at {human(result.resumed_from)}" if result.resumed_from else ""
-        self.progress.file_done(w.key, f"fetched {w.url} ({human(result.size)}{resumed})")
 
-    def _unchanged(self, job: Fetch) -> None:
-        with self.conn_lock:
-            self.summary.unchanged += 1
-        self.progress.file_done(job.wanted.key, f"unchanged {job.wanted.url}")
+def preview(
+    layout: Layout, manifest: Manifest, opts: Options, say: Callable[[str], None]
+) -> list[str]:
+    """`sync --dry-run`: what would be fetched and pruned, with sizes from HEAD.
 
-    def _failed(self, w: Wanted, error: str) -> None:
-        with self.conn_lock:
-            self.summary.failed.append((w, error))
-            store.record_failure(self.conn, w.key, w.url, error)
-        self.progress.file_done(w.key, f"FAILED {w.url} ({w.where}): {error}", ok=False)
+    Creates no file and no directory under the data dir: the state is read without
+    opening it for writing, and Python requirements resolve with a throwaway uv cache.
+    """
+    records = store.read_artifacts(layout.db)
+    with tempfile.TemporaryDirectory(prefix="withcache-dry-run-") as tmp:
+        the_plan = _plan(layout, manifest, records, opts, say, save=False, uv_cache=Path(tmp))
+    sizes = head_sizes([f.wanted for f in the_plan.fetch])
+    return describe_plan(the_plan, sizes)
 
 
 def head_sizes(wanted: Sequence[Wanted], timeout: float = 5.0, jobs: int = 8) -> dict[str, int]:

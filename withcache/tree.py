@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 from withcache import keys
-from withcache.settings import Layout
+from withcache.atomic import fsync_dir
+from withcache.layout import Layout
 
 
 def blob_path(layout: Layout, key: str) -> Path:
@@ -60,14 +60,6 @@ def remove(layout: Layout, key: str) -> bool:
     return True
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _make_readable(top: Path, leaf: Path) -> None:
     """Token directories must be traversable by nginx's worker whatever our umask."""
     d = leaf
@@ -76,19 +68,3 @@ def _make_readable(top: Path, leaf: Path) -> None:
         if mode & 0o755 != 0o755:
             d.chmod(mode | 0o755)
         d = d.parent
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a small served file (index, catalog, package page) whole or not at all."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

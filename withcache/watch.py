@@ -21,7 +21,7 @@ from pathlib import Path
 
 from withcache import index, lock, store
 from withcache.accesslog import Hit, Ignored, Invalid, Miss, ProjectMiss, parse_line
-from withcache.settings import Layout
+from withcache.layout import Layout
 from withcache.tail import Block, Changes, Follower, Warn
 
 BATCH_LINES = 100_000
@@ -29,7 +29,6 @@ BATCH_SECONDS = 1.0
 RECHECK = 1.0  # seconds between safety re-checks when no change event arrives
 KNOWN_CLIENTS = 20_000  # (miss, client) pairs remembered as already stored
 SETTLE = 0.1  # re-check interval while a rotated log is still being read
-COUNTERS = ("lines", "hits", "hit_bytes", "misses", "project_misses", "invalid", "garbage")
 
 
 @dataclass
@@ -61,12 +60,12 @@ class Tally:
             if type(r) is Hit:
                 h = hits.get(r.key)
                 if h is None:
-                    hits[r.key] = [1, r.bytes, r.time]
+                    hits[r.key] = store.HitTally(1, r.bytes, r.time)
                 else:
-                    h[0] += 1
-                    h[1] += r.bytes
-                    if r.time > h[2]:
-                        h[2] = r.time
+                    h.count += 1
+                    h.bytes += r.bytes
+                    if r.time > h.last:
+                        h.last = r.time
                 self.hits += 1
                 self.hit_bytes += r.bytes
             elif type(r) is Miss or type(r) is ProjectMiss:
@@ -74,16 +73,16 @@ class Tally:
                 m = misses.get(key)
                 if m is None:
                     if isinstance(r, Miss):
-                        misses[key] = [r.url, "url", 1, r.time, r.time, r.ua]
+                        misses[key] = store.MissTally(r.url, "url", 1, r.time, r.time, r.ua)
                     else:
-                        misses[key] = [r.project, "project", 1, r.time, r.time, r.ua]
+                        misses[key] = store.MissTally(r.project, "project", 1, r.time, r.time, r.ua)
                 else:
-                    m[2] += 1
-                    if r.time < m[3]:
-                        m[3] = r.time
-                    if r.time >= m[4]:
-                        m[4] = r.time
-                        m[5] = r.ua
+                    m.count += 1
+                    if r.time < m.first:
+                        m.first = r.time
+                    if r.time >= m.last:
+                        m.last = r.time
+                        m.last_ua = r.ua
                 if r.addr:
                     clients.add((key, r.addr))
                 if type(r) is Miss:
@@ -98,7 +97,7 @@ class Tally:
                 self.garbage += 1
 
     def counters(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in COUNTERS}
+        return {name: getattr(self, name) for name in store.COUNTERS}
 
 
 class Watcher:

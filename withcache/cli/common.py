@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from withcache.settings import Layout, default_data_dir
+from withcache.layout import Layout, default_data_dir
 
 Subparsers = Any  # argparse's _SubParsersAction is private
+DEFAULT_MANIFESTS = Path("manifests")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -61,3 +62,20 @@ def command(
 
 def layout(args: argparse.Namespace) -> Layout:
     return Layout(args.data or default_data_dir())
+
+
+def manifests_option(p: argparse.ArgumentParser, help_text: str, dest: str = "manifests") -> None:
+    """-m/--manifests PATH, repeatable; unset means manifests/ (see manifest_paths)."""
+    p.add_argument(
+        "-m",
+        "--manifests",
+        dest=dest,
+        action="append",
+        type=Path,
+        metavar="PATH",
+        help=f"{help_text} (repeatable; default: manifests/)",
+    )
+
+
+def manifest_paths(given: list[Path] | None) -> list[Path]:
+    return list(given or [DEFAULT_MANIFESTS])

@@ -1,15 +1,16 @@
 """The Python front door: a static PEP 503/691/658 index under www/simple/.
 
 `sync` calls wanted() before fetching (resolve the python: sections into files to
-fetch) and render() after (write the pages for the files that arrived); `serve`
+fetch) and write_index() after (write the pages for the files that arrived); `serve`
 adds nginx_locations() to the server block. The work lives in the submodules:
 
     targets   interpreter x platform -> resolver flags and PEP 425 tag ranking (pure)
     resolve   uv pip compile per target -> pins
     pages     upstream project pages (PEP 691 JSON / PEP 503 HTML) -> Listed
     select    pins + pages + wheelhouse -> IndexFile list (pure)
-    wheelhouse local wheels/sdists: scan, hash, copy into the store
+    wheelhouse local wheels/sdists: scan, hash, copy into the store (placement)
     build     the above, in order -> state/pyindex.json + sync work items
+    config    the manifest's python: section, validated
     publish   state/pyindex.json + the artifacts table -> www/simple/
     locations nginx text
 """
@@ -21,26 +22,38 @@ from typing import TYPE_CHECKING
 from withcache.pyindex.locations import nginx_locations
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from withcache.layout import Layout
     from withcache.manifest import Manifest
     from withcache.plan import Wanted
-    from withcache.settings import Layout
+    from withcache.store import Artifact
 
-__all__ = ["nginx_locations", "render", "wanted"]
+__all__ = ["nginx_locations", "wanted", "write_index"]
 
 
-def wanted(manifest: Manifest, layout: Layout, *, quiet: bool = False) -> list[Wanted]:
+def wanted(
+    manifest: Manifest,
+    layout: Layout,
+    records: dict[str, Artifact],
+    *,
+    say: Callable[[str], None],
+    uv_cache: Path | None = None,
+    save: bool = True,
+) -> list[Wanted]:
     """Resolve the python: sections; the files (and PEP 658 metadata) sync must fetch."""
     from withcache.pyindex import build
 
-    return build.wanted(manifest, layout, quiet=quiet)
+    return build.wanted(manifest, layout, records, say=say, uv_cache=uv_cache, save=save)
 
 
-def render(manifest: Manifest, layout: Layout) -> None:
+def write_index(manifest: Manifest, layout: Layout) -> None:
     """Write www/simple/ listing only the resolved files that the store now holds;
-    with no python: section left, remove it."""
-    from withcache.pyindex import build, publish
+    with no python: section left, take it down. The caller holds the sync lock."""
+    from withcache.pyindex.publish import render, withdraw
 
-    if build.configs(manifest):
-        publish.render(layout)
-    else:
-        publish.withdraw(layout)
+    if manifest.python:
+        render(layout)
+    elif (layout.www / "simple").exists():
+        withdraw(layout)

@@ -9,26 +9,27 @@ sync work items verified against the upstream's sha256.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from withcache import store, tree
+from withcache.layout import Layout
 from withcache.manifest import Manifest
 from withcache.plan import Wanted
-from withcache.pyconfig import PythonConfig
 from withcache.pyindex import model, pages, resolve, select, wheelhouse
+from withcache.pyindex.config import PythonConfig
 from withcache.pyindex.model import IndexFile, IndexPlan
 from withcache.pyindex.targets import Target, targets
-from withcache.settings import Layout
 
 SOURCE = "python"
 
 
 def configs(manifest: Manifest) -> list[PythonConfig]:
-    return [c for c in manifest.python if isinstance(c, PythonConfig)]
+    return list(manifest.python)
 
 
-def index_files(cfg: PythonConfig, layout: Layout) -> tuple[list[IndexFile], list[str]]:
+def index_files(cfg: PythonConfig, uv_cache: Path) -> tuple[list[IndexFile], list[str]]:
     """The files one python: section asks for, or the problems that stop it."""
     local, local_problems = wheelhouse.scan(cfg.wheelhouse, cfg.where)
     if local_problems:
@@ -42,7 +43,7 @@ def index_files(cfg: PythonConfig, layout: Layout) -> tuple[list[IndexFile], lis
                 cfg.index,
                 cfg.wheelhouse,
                 cfg.sdists,
-                layout.state / "uv-cache",
+                uv_cache,
             )
         except resolve.ResolveError as exc:
             return [], [f"{cfg.requirements_where}: {exc}"]
@@ -62,12 +63,12 @@ def index_files(cfg: PythonConfig, layout: Layout) -> tuple[list[IndexFile], lis
     return files, [f"{cfg.where}: {p}" for p in problems]
 
 
-def plan_index(manifest: Manifest, layout: Layout) -> IndexPlan:
+def plan_index(manifest: Manifest, uv_cache: Path) -> IndexPlan:
     """Every python: section's files, merged by key; raise with every problem found."""
     merged: dict[str, IndexFile] = {}
     problems: list[str] = []
     for cfg in configs(manifest):
-        files, cfg_problems = index_files(cfg, layout)
+        files, cfg_problems = index_files(cfg, uv_cache)
         problems.extend(cfg_problems)
         for f in files:
             merged.setdefault(f.key, f)
@@ -76,16 +77,13 @@ def plan_index(manifest: Manifest, layout: Layout) -> IndexPlan:
     return IndexPlan(sorted(merged.values(), key=lambda f: (f.project, f.filename)))
 
 
-def wanted_for(plan: IndexPlan, manifest: Manifest, layout: Layout) -> list[Wanted]:
+def wanted_for(
+    plan: IndexPlan, manifest: Manifest, layout: Layout, records: dict[str, store.Artifact]
+) -> list[Wanted]:
     """Sync work items: upstream files and their metadata, verified against the upstream's
     hashes. Wheelhouse files already in the store are listed too (so --prune keeps them);
-    missing ones are copied in by render(), as sync cannot fetch them from anywhere."""
+    missing ones are copied in by publish, as sync cannot fetch them from anywhere."""
     declared = manifest.by_key()  # an artifacts: entry for the same URL fetches it already
-    conn = store.connect(layout.db)
-    try:
-        records = store.artifacts(conn)
-    finally:
-        conn.close()
     out: list[Wanted] = []
     seen: set[str] = set()
 
@@ -109,16 +107,25 @@ def wanted_for(plan: IndexPlan, manifest: Manifest, layout: Layout) -> list[Want
     return out
 
 
-def wanted(manifest: Manifest, layout: Layout, *, quiet: bool = False) -> list[Wanted]:
-    """Resolve every python: section; save the plan for render(); return the work items."""
+def wanted(
+    manifest: Manifest,
+    layout: Layout,
+    records: dict[str, store.Artifact],
+    *,
+    say: Callable[[str], None],
+    uv_cache: Path | None = None,
+    save: bool = True,
+) -> list[Wanted]:
+    """Resolve every python: section and return the work items. With `save`, keep the
+    plan (state/pyindex.json) for publishing after the downloads; a dry run passes
+    save=False and a throwaway uv cache, and writes nothing under the data dir."""
     started = time.monotonic()
-    plan = plan_index(manifest, layout)
-    model.save(layout, plan)
-    out = wanted_for(plan, manifest, layout)
-    if not quiet:
-        print(
-            f"python: {len(plan.files)} files of {len(plan.projects())} projects resolved "
-            f"in {time.monotonic() - started:.1f}s",
-            file=sys.stderr,
-        )
+    plan = plan_index(manifest, uv_cache or layout.state / "uv-cache")
+    if save:
+        model.save(layout, plan)
+    out = wanted_for(plan, manifest, layout, records)
+    say(
+        f"python: {len(plan.files)} files of {len(plan.projects())} projects resolved "
+        f"in {time.monotonic() - started:.1f}s"
+    )
     return out

@@ -11,9 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from withcache import atomic
 from withcache.errors import WithcacheError
-from withcache.settings import Layout
-from withcache.tree import atomic_write
+from withcache.layout import Layout
 
 PLAN_VERSION = 1
 Yanked = bool | str  # False, True, or the reason
@@ -76,7 +76,7 @@ def plan_path(layout: Layout) -> Path:
 def save(layout: Layout, plan: IndexPlan) -> None:
     layout.state.mkdir(parents=True, exist_ok=True)
     doc = {"version": PLAN_VERSION, "files": [asdict(f) for f in plan.files]}
-    atomic_write(plan_path(layout), (json.dumps(doc, indent=1) + "\n").encode())
+    atomic.write(plan_path(layout), (json.dumps(doc, indent=1) + "\n").encode())
 
 
 def load(layout: Layout) -> IndexPlan:

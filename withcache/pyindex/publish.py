@@ -24,10 +24,10 @@ from urllib.parse import quote
 import jinja2
 from packaging.version import InvalidVersion, Version
 
-from withcache import keys, store, sync, tree
+from withcache import atomic, keys, store, tree
+from withcache.layout import Layout
 from withcache.pyindex import model, wheelhouse
 from withcache.pyindex.model import IndexFile, IndexPlan, Yanked
-from withcache.settings import Layout
 
 API_VERSION = "1.1"
 HTML = "index.html"
@@ -118,7 +118,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o755)
-    tree.atomic_write(path, data)
+    atomic.write(path, data)
     return True
 
 
@@ -217,24 +217,24 @@ def _remove_pages(simple: Path, keep: set[str]) -> None:
 
 
 def render(layout: Layout) -> dict[str, list[Link]]:
-    """Copy missing wheelhouse files into the store, then write every page."""
+    """Copy missing wheelhouse files into the store, then write every page.
+    The caller holds the sync lock (the pipeline does)."""
     plan = model.load(layout)
-    with sync.locked(layout, wait=True):
-        conn = store.connect(layout.db)
-        try:
-            records = store.artifacts(conn)
-        finally:
-            conn.close()
+    conn = store.connect(layout.db)
+    try:
+        records = store.artifacts(conn)
         for f in plan.files:
             if f.local and _present(layout, records, f.key, f.sha256) is None:
                 try:
-                    records[f.key] = wheelhouse.place(layout, f)
+                    records[f.key] = wheelhouse.place(layout, conn, f)
                 except OSError as exc:  # not listed; the rest of the index still renders
                     print(
                         f"withcache: error: wheelhouse {f.url} ({f.where}): {exc}", file=sys.stderr
                     )
-        projects = links(layout, plan, records)
-        write_pages(layout, projects)
+    finally:
+        conn.close()
+    projects = links(layout, plan, records)
+    write_pages(layout, projects)
     return projects
 
 
@@ -242,13 +242,12 @@ def withdraw(layout: Layout) -> None:
     """No python: section any more: take the whole index down (a 404 at /simple/), so
     it never lists files that `sync --prune` is free to remove."""
     simple = layout.www / "simple"
-    with sync.locked(layout, wait=True):
-        if simple.is_dir():
-            for page in (HTML, JSON):  # the root first: it must not name missing pages
-                with contextlib.suppress(FileNotFoundError):
-                    (simple / page).unlink()
-            _remove_pages(simple, keep=set())
-            with contextlib.suppress(OSError):
-                simple.rmdir()
-        with contextlib.suppress(FileNotFoundError):
-            model.plan_path(layout).unlink()
+    if simple.is_dir():
+        for page in (HTML, JSON):  # the root first: it must not name missing pages
+            with contextlib.suppress(FileNotFoundError):
+                (simple / page).unlink()
+        _remove_pages(simple, keep=set())
+        with contextlib.suppress(OSError):
+            simple.rmdir()
+    with contextlib.suppress(FileNotFoundError):
+        model.plan_path(layout).unlink()

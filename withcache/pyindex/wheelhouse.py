@@ -9,10 +9,8 @@ hash-checked, recorded, then renamed into www/b/.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import time
+import sqlite3
 import zipfile
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -26,10 +24,10 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from withcache import keys, store, tree
+from withcache import placement, store
 from withcache.errors import Problem
+from withcache.layout import Layout
 from withcache.pyindex.model import WHEELHOUSE_HOST, IndexFile
-from withcache.settings import Layout
 
 SUFFIXES = (".whl", ".tar.gz", ".zip")
 CHUNK = 1 << 20
@@ -122,39 +120,19 @@ def scan(dirs: tuple[Path, ...], where: str) -> tuple[list[LocalDist], list[Prob
     return found, problems
 
 
-def place(layout: Layout, f: IndexFile) -> store.Artifact:
-    """Copy a wheelhouse file into the store, verified; return its record."""
+def place(layout: Layout, conn: sqlite3.Connection, f: IndexFile) -> store.Artifact:
+    """Copy a wheelhouse file into the store, verified against the hash taken when it
+    was scanned; return its record."""
     assert f.local and f.sha256
-    layout.partial.mkdir(parents=True, exist_ok=True)
     part = layout.partial / f"wheelhouse-{f.sha256[:40]}.part"
     try:
-        h = hashlib.sha256()
-        size = 0
-        with Path(f.url).open("rb") as src, part.open("wb") as dst:
-            while chunk := src.read(CHUNK):
-                h.update(chunk)
-                dst.write(chunk)
-                size += len(chunk)
-            dst.flush()
-            os.fsync(dst.fileno())
-        if h.hexdigest() != f.sha256:
-            raise OSError(f"{f.url} changed while it was being added (sha256 differs)")
-        record = store.Artifact(
-            key=f.key,
-            url=f.key,
-            name=keys.name(f.key),
-            size=size,
-            sha256=f.sha256,
-            fetched_at=time.time(),
-            source="python",
+        with Path(f.url).open("rb") as src:
+            verified = placement.copy_in(layout, src, part, f.sha256)
+    except placement.Mismatch:
+        raise OSError(f"{f.url} changed while it was being added (sha256 differs)") from None
+    try:
+        return placement.install(
+            layout, conn, placement.Item(verified, key=f.key, url=f.key, source="python")
         )
-        conn = store.connect(layout.db)
-        try:
-            store.put_artifact(conn, record)
-        finally:
-            conn.close()
-        tree.place(layout, part, f.key)
-        return record
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            part.unlink()
+        part.unlink(missing_ok=True)

@@ -15,10 +15,10 @@ from pathlib import Path
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
-from withcache import keys
-from withcache.errors import Problem
-from withcache.manifest import _bool, _Ctx, _mapping, _show, _string, url_problem
+from withcache import urlcheck
 from withcache.pyindex.targets import platform_problem
+from withcache.yamlnodes import Ctx, boolean, mapping, show, string
+from withcache.yamlnodes import line as line_of
 
 PYPI = "https://pypi.org/simple/"
 KEYS = {"index", "requirements", "python", "platforms", "sdists", "wheelhouse"}
@@ -57,19 +57,20 @@ class PythonConfig:
         return f"{self.file}:{self.requirements_line or self.line}"
 
 
-def parse(node: yaml.Node, file: str, problems: list[Problem]) -> list[object]:
+def parse(node: yaml.Node, ctx: Ctx) -> list[PythonConfig]:
     """Validate a `python:` section; return [PythonConfig] or [] after recording problems."""
-    ctx = _Ctx(file, problems)
+    file = ctx.file
+    problems = ctx.problems
     before = len(problems)
-    m = _mapping(node, ctx, "python", KEYS)
+    m = mapping(node, ctx, "python", KEYS)
     if m is None:
         return []
-    line = node.start_mark.line + 1
+    line = line_of(node)
     index = _index(m["index"], ctx) if "index" in m else PYPI
     reqs = _requirements(m["requirements"], ctx) if "requirements" in m else ()
     pythons = _list(m.get("python"), ctx, "python", _python_version)
     platforms = _list(m.get("platforms"), ctx, "platforms", _platform)
-    sdists = bool(_bool(m["sdists"], ctx, "sdists")) if "sdists" in m else False
+    sdists = bool(boolean(m["sdists"], ctx, "sdists")) if "sdists" in m else False
     base = Path(file).parent
     wheelhouse = tuple(base / p for p in _list(m.get("wheelhouse"), ctx, "wheelhouse", _directory))
     if not reqs and not wheelhouse and "requirements" not in m and "wheelhouse" not in m:
@@ -92,19 +93,16 @@ def parse(node: yaml.Node, file: str, problems: list[Problem]) -> list[object]:
             platforms=tuple(platforms),
             sdists=sdists,
             wheelhouse=wheelhouse,
-            requirements_line=m["requirements"].start_mark.line + 1 if reqs else 0,
+            requirements_line=line_of(m["requirements"]) if reqs else 0,
         )
     ]
 
 
-def _index(node: yaml.Node, ctx: _Ctx) -> str | None:
-    url = _string(node, ctx, "python.index")
+def _index(node: yaml.Node, ctx: Ctx) -> str | None:
+    url = string(node, ctx, "python.index")
     if url is None:
         return None
-    if keys.has_credentials(url):
-        ctx.add(node, "python.index must not contain credentials (they would reach logs)")
-        return None
-    problem = url_problem(url)
+    problem = urlcheck.problem(url)
     if problem:
         ctx.add(node, f"python.index: {problem}")
         return None
@@ -114,17 +112,17 @@ def _index(node: yaml.Node, ctx: _Ctx) -> str | None:
     return url if url.endswith("/") else url + "/"
 
 
-def _requirements(node: yaml.Node, ctx: _Ctx) -> tuple[Requested, ...]:
+def _requirements(node: yaml.Node, ctx: Ctx) -> tuple[Requested, ...]:
     if not isinstance(node, yaml.SequenceNode):
         ctx.add(node, "python.requirements must be a list of requirement strings")
         return ()
     out: list[Requested] = []
     seen: set[str] = set()
     for item in node.value:
-        text = _string(item, ctx, "a requirement")
+        text = string(item, ctx, "a requirement")
         if text is None:
             continue
-        line = item.start_mark.line + 1
+        line = line_of(item)
         try:
             req = Requirement(text)
         except InvalidRequirement as exc:
@@ -146,17 +144,17 @@ def _requirements(node: yaml.Node, ctx: _Ctx) -> tuple[Requested, ...]:
 
 
 def _list(
-    node: yaml.Node | None, ctx: _Ctx, what: str, check: Callable[[str], str | None]
+    node: yaml.Node | None, ctx: Ctx, what: str, check: Callable[[str], str | None]
 ) -> list[str]:
     """A list of strings, each checked; duplicates flagged."""
     if node is None:
         return []
     if not isinstance(node, yaml.SequenceNode):
-        ctx.add(node, f"python.{what} must be a list, got {_show(node)}")
+        ctx.add(node, f"python.{what} must be a list, got {show(node)}")
         return []
     out: list[str] = []
     for item in node.value:
-        value = _string(item, ctx, f"an entry of python.{what}")
+        value = string(item, ctx, f"an entry of python.{what}")
         if value is None:
             continue
         problem = check(value)

@@ -1,62 +1,21 @@
-"""watch, misses, report, add: the review loop."""
+"""misses, report, add: the review loop (what was missed, what is new, into a manifest)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
-from withcache import add, manifest, misses, report, store, watch
-from withcache.cli.common import Subparsers, command, layout
+from withcache import add, misses, report, store
+from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
 from withcache.errors import ManifestError, UsageError
-from withcache.settings import Layout
-
-DEFAULT_MANIFESTS = Path("manifests")
+from withcache.fmt import visible
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
-    p = command(sub, parent, "watch", cmd_watch)
-    p.add_argument(
-        "--log",
-        type=Path,
-        help="access log to follow (default: DATA/log/access.log, the one `serve` writes)",
-    )
-    p.add_argument("--once", action="store_true", help="read up to the log's end, then exit")
-    p.add_argument(
-        "--status", action="store_true", help="show where the watcher is in the log, then exit"
-    )
-    p.add_argument("--json", action="store_true", help="with --status: as JSON")
-    p.add_argument(
-        "--auto",
-        action="store_true",
-        help="fetch misses whose host is in a manifest's auto.allow_hosts (off by default)",
-    )
-    p.add_argument(
-        "-m",
-        "--manifests",
-        action="append",
-        type=Path,
-        metavar="PATH",
-        help="with --auto: manifests holding auto.allow_hosts (default: manifests/)",
-    )
-    p.add_argument(
-        "--auto-jobs", type=int, default=2, help="with --auto: parallel downloads (default 2)"
-    )
-    p.add_argument(
-        "--index-every",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="re-render index.html at most this often while counts change (0: never; default 60)",
-    )
-
     p = command(sub, parent, "misses", cmd_misses)
     p.add_argument(
         "action",
@@ -86,14 +45,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         const="html",
         help="same as --format html (also writes www/report.html)",
     )
-    p.add_argument(
-        "-m",
-        "--manifests",
-        action="append",
-        type=Path,
-        metavar="PATH",
-        help="manifests, to tell which auto-filled artifacts are committed (default: manifests/)",
-    )
+    manifests_option(p, "manifests, to tell which auto-filled artifacts are committed")
     p.add_argument(
         "--peek",
         action="store_true",
@@ -124,119 +76,6 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="manifests to refuse duplicates of (default: manifests/)",
     )
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    """Follow nginx's access log: record misses and hits in the state DB.
-
-    A 404 under /b/ (GET or HEAD) is a miss of the decoded origin URL, a 404 under
-    /simple/<project>/ a missing Python project, a GET answered 200/206 a hit. The
-    log position is committed with the counts, so after a crash or `kill -9` the
-    watcher continues exactly where it stopped. It follows rotation by rename and by
-    copytruncate, waits for a log that does not exist yet, and stops cleanly on
-    SIGTERM or Ctrl-C. Run it as a service (withcache/deploy/withcache-watch.service).
-
-    example:
-      withcache watch --data /srv/withcache
-      withcache watch --data /srv/withcache --log /var/log/nginx/withcache.json.log
-      withcache watch --status            # how far behind the log's end is it?
-    """
-    lay = layout(args)
-    log = args.log or lay.access_log
-    if args.status:
-        return _print_status(lay, log, as_json=args.json)
-    verbose, quiet = args.verbose, args.quiet
-
-    def warn(msg: str) -> None:
-        print(f"withcache: warning: {msg}", file=sys.stderr, flush=True)
-
-    def say(msg: str) -> None:
-        if not quiet:
-            print(f"withcache: {msg}", file=sys.stderr, flush=True)
-
-    auto = None
-    if args.auto:
-        from withcache.autofill import AutoFill
-
-        hosts = _allow_hosts(args.manifests or [DEFAULT_MANIFESTS])
-        if not hosts:
-            raise UsageError("--auto: no manifest sets auto.allow_hosts; nothing may be fetched")
-        auto = AutoFill(lay, hosts, jobs=max(1, args.auto_jobs), say=say)
-        say(f"auto-fill on for {', '.join(sorted(hosts))}")
-
-    def committed(t: watch.Tally) -> None:
-        if auto is not None:
-            auto.offer(k for k, m in t.traffic.misses.items() if m[1] == "url")
-        if verbose:
-            say(
-                f"read {t.lines} lines: {t.hits} hits, {t.misses + t.project_misses} misses, "
-                f"{t.invalid} invalid, {t.garbage} garbage"
-            )
-
-    w = watch.Watcher(lay, log, warn=warn, on_commit=committed, index_every=args.index_every)
-    say(f"watching {log}" + (" (until its end)" if args.once else ""))
-    try:
-        with _stop_on_signals(w):
-            total = w.run(once=args.once)
-    finally:
-        if auto is not None:
-            auto.close()
-    say(
-        f"watch: {total.lines} lines read: {total.hits} hits, {total.misses} misses, "
-        f"{total.project_misses} missing projects, {total.invalid} invalid, "
-        f"{total.garbage} garbage"
-    )
-    return 0
-
-
-@contextlib.contextmanager
-def _stop_on_signals(w: watch.Watcher) -> Iterator[None]:
-    """SIGTERM and SIGINT ask the watcher to commit what it read and return."""
-
-    def handler(_sig: int, _frame: FrameType | None) -> None:
-        w.stop()
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _allow_hosts(paths: list[Path]) -> list[str]:
-    existing = [p for p in paths if p.exists()]
-    if not existing:
-        return []
-    return list(manifest.load(existing).allow_hosts)
-
-
-def _print_status(lay: Layout, log: Path, *, as_json: bool) -> int:
-    st = watch.status(lay, log)
-    ck = st.checkpoint
-    if as_json:
-        doc = {
-            "log": st.log,
-            "inode": ck.inode if ck else None,
-            "offset": ck.offset if ck else None,
-            "updated": misses.iso(st.updated) if st.updated else None,
-            "size": st.size,
-            "behind": st.behind,
-            "counters": st.counters,
-        }
-        print(json.dumps(doc, indent=1))
-        return 0
-    where = f"byte {ck.offset:,} of inode {ck.inode}" if ck else "nothing read yet"
-    print(f"log: {st.log} ({where})")
-    if st.size is None:
-        print("the log does not exist (yet)")
-    elif st.behind is not None:
-        print(f"behind the log's end by {st.behind:,} bytes")
-    if st.updated:
-        print(f"last commit: {misses.iso(st.updated)}")
-    if st.counters:
-        print("totals: " + ", ".join(f"{k} {v:,}" for k, v in sorted(st.counters.items())))
-    return 0
 
 
 def cmd_misses(args: argparse.Namespace) -> int:
@@ -290,7 +129,7 @@ def _dismiss(conn: sqlite3.Connection, targets: list[str], *, quiet: bool) -> in
     if not quiet:
         for key, seen in done:
             note = "" if seen else " (not seen yet: hidden in advance)"
-            print(f"dismissed {report.clean(key)}{note}")
+            print(f"dismissed {visible(key)}{note}")
     return 0
 
 
@@ -303,7 +142,7 @@ def _print_misses(rows: list[misses.MissRow], *, show_status: bool, quiet: bool)
     print(f"{'REQUESTS':>8}  {'CLIENTS':>7}  {'LAST SEEN (UTC)':16}{status}  WANTED")
     for r in rows:
         st = f"  {r.status:9}" if show_status else ""
-        what = report.clean(r.url)
+        what = visible(r.url)
         if r.kind == "project":
             what = f"Python project {what}  -> requirements: [{what}]"
         print(f"{r.count:>8}  {r.clients:>7}  {report.when(r.last_seen):16}{st}  {what}")

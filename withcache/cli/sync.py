@@ -1,4 +1,4 @@
-"""check, sync, index, key: the manifest-to-tree commands."""
+"""check, sync, index, key: the manifest-to-tree commands (argparse and printing only)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import sys
 from pathlib import Path
 
 from withcache import fetch, index, keys, manifest, sync
-from withcache.cli.common import Subparsers, command, layout
+from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
 from withcache.errors import UsageError
-from withcache.plan import Wanted
 from withcache.progress import for_stream
-from withcache.settings import Layout
-
-DEFAULT_MANIFESTS = Path("manifests")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -29,15 +25,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     )
 
     p = command(sub, parent, "sync", cmd_sync)
-    p.add_argument(
-        "-m",
-        "--manifests",
-        dest="paths",
-        action="append",
-        type=Path,
-        metavar="PATH",
-        help="manifest file or directory (repeatable; default: manifests/)",
-    )
+    manifests_option(p, "manifest file or directory", dest="paths")
     p.add_argument("-j", "--jobs", type=int, default=4, help="parallel downloads (default 4)")
     p.add_argument(
         "--dry-run",
@@ -88,10 +76,6 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per URL")
 
 
-def _paths(args: argparse.Namespace) -> list[Path]:
-    return list(args.paths or [DEFAULT_MANIFESTS])
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate manifests: every problem as file:line, exit 2 if any.
 
@@ -103,7 +87,7 @@ def cmd_check(args: argparse.Namespace) -> int:
       withcache check                    # everything under manifests/
       withcache check manifests/cuda.yaml -v
     """
-    m = manifest.load(_paths(args))
+    m = manifest.load(manifest_paths(args.paths))
     if args.verbose:
         python = f", {len(m.python)} python sections" if m.python else ""
         print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}: ok")
@@ -124,24 +108,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     lay = layout(args)
-    m = manifest.load(_paths(args), env=os.environ)
-    wanted = sync.wanted_from_manifest(m)
-    wanted.extend(_python_wanted(m, lay, args))
+    m = manifest.load(manifest_paths(args.paths), env=os.environ)
     opts = sync.Options(
         jobs=args.jobs,
         refresh=args.refresh,
         prune=args.prune,
         wait=args.wait,
+        index=not args.no_index,
         policy=fetch.Policy(read_timeout=args.timeout, attempts=args.retries + 1),
     )
     if args.dry_run:
-        the_plan = sync.make_plan(lay, wanted, opts)
-        sizes = sync.head_sizes([f.wanted for f in the_plan.fetch])
-        print("\n".join(sync.describe_plan(the_plan, sizes)))
+        say = (lambda _msg: None) if args.quiet else _note
+        print("\n".join(sync.preview(lay, m, opts, say)))
         return 0
-    progress = for_stream(sys.stderr, quiet=args.quiet)
     try:
-        summary = sync.run(lay, wanted, opts, progress)
+        summary = sync.run(lay, m, opts, for_stream(sys.stderr, quiet=args.quiet))
     except KeyboardInterrupt:
         # Workers blocked on a slow origin would hold the exit up to a read timeout.
         # Everything on disk is already crash-safe (kill -9 leaves it consistent),
@@ -153,40 +134,28 @@ def cmd_sync(args: argparse.Namespace) -> int:
         )
         sys.stdout.flush()
         os._exit(130)
-    _python_render(m, lay, args)
-    changed = summary.fetched or summary.removed or summary.failed
-    if not args.no_index and (changed or not (lay.www / "index.html").exists()):
-        index.render(lay)  # a no-op sync leaves it alone: 10,000 entries stay under 1 s
-    if not args.quiet or summary.failed:
+    return _print_summary(summary, quiet=args.quiet)
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _print_summary(summary: sync.Summary, *, quiet: bool) -> int:
+    """The summary line always; then one line per failure; exit 1 if any failed."""
+    if not quiet or summary.failed:
         print(f"sync: {summary.line()}", file=sys.stderr)
+    for note in summary.warnings:
+        print(f"withcache: warning: {note}", file=sys.stderr)
     for w, error in summary.failed:
         print(f"withcache: error: fetch {w.url} ({w.where}): {error}", file=sys.stderr)
     if summary.failed:
-        total = len(summary.failed) + summary.fetched + summary.present + summary.unchanged
         print(
-            f"withcache: error: {len(summary.failed)} of {total} downloads failed", file=sys.stderr
+            f"withcache: error: {len(summary.failed)} of {summary.total} downloads failed",
+            file=sys.stderr,
         )
         return 1
     return 0
-
-
-def _python_wanted(m: manifest.Manifest, lay: Layout, args: argparse.Namespace) -> list[Wanted]:
-    """Package files the manifests' python: sections resolve to (with dependencies)."""
-    if not m.python:
-        return []
-    from withcache import pyindex
-
-    return pyindex.wanted(m, lay, quiet=args.quiet)
-
-
-def _python_render(m: manifest.Manifest, lay: Layout, args: argparse.Namespace) -> None:
-    """Write www/simple/ from what is now in the tree (failed files are left out);
-    with the section gone, take the index down."""
-    if not m.python and not (lay.www / "simple").exists():
-        return
-    from withcache import pyindex
-
-    pyindex.render(m, lay)
 
 
 def cmd_index(args: argparse.Namespace) -> int:

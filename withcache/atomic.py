@@ -1,0 +1,49 @@
+"""Writing a file whole or not at all: the one temp-and-rename helper.
+
+Readers (nginx, a running shim, the next sync) see the old file or the new one, never
+half of either: the bytes go to a temp file in the same directory, are fsynced, get
+their mode (mkstemp makes 0600 files, and nginx's unprivileged worker answers 403 for
+those), and are renamed over the target; the directory is fsynced so the rename
+survives a crash. On any error the temp file is removed and the target is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace `path` with `data`. `durable=False` skips both fsyncs, for files that are
+    cheap to lose (a resume hint), never for what is served or recorded."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
+    """write() for text, newlines exactly as given."""
+    write(path, text.encode("utf-8"), mode=mode)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

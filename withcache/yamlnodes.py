@@ -1,0 +1,91 @@
+"""Reading YAML node graphs with their marks: the helpers every manifest section uses.
+
+PyYAML's safe_load forgets where a value came from, so manifests are composed into
+nodes (which keep line numbers) and walked with these. Strings are taken from the raw
+scalar text: an unquoted sha256 of only digits must not become an int.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import yaml
+
+from withcache.errors import Problem
+
+# libyaml's loader is ~10x faster and keeps marks too; fall back where it is absent
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+BOOL_TAG = "tag:yaml.org,2002:bool"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass
+class Ctx:
+    """The file being read and the problems found in it so far."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(Problem(self.file, line(node), message))
+
+
+def line(node: yaml.Node) -> int:
+    """The 1-based line a node starts on."""
+    return int(node.start_mark.line) + 1
+
+
+def mapping(
+    node: yaml.Node, ctx: Ctx, what: str, allowed: set[str] | None
+) -> dict[str, yaml.Node] | None:
+    """A mapping node as {key: value node}; flags duplicate keys, and unknown ones
+    unless `allowed` is None."""
+    if not isinstance(node, yaml.MappingNode):
+        ctx.add(node, f"{what} must be a mapping")
+        return None
+    out: dict[str, yaml.Node] = {}
+    for k, v in node.value:
+        name = k.value if isinstance(k, yaml.ScalarNode) else "?"
+        if name in out:
+            ctx.add(k, f"duplicate key '{name}' in {what}")
+        elif allowed is not None and name not in allowed:
+            ctx.add(k, f"unknown key '{name}' in {what} (allowed: {', '.join(sorted(allowed))})")
+        else:
+            out[name] = v
+    return out
+
+
+def boolean(node: yaml.Node, ctx: Ctx, what: str) -> bool | None:
+    if isinstance(node, yaml.ScalarNode) and node.tag == BOOL_TAG:
+        return str(node.value).lower() in {"true", "yes", "on"}
+    ctx.add(node, f"{what} must be true or false, got {show(node)}")
+    return None
+
+
+def string(node: yaml.Node, ctx: Ctx, what: str) -> str | None:
+    if isinstance(node, yaml.ScalarNode) and node.value != "":
+        return str(node.value)
+    ctx.add(node, f"{what} must be a non-empty string, got {show(node)}")
+    return None
+
+
+def sha256(node: yaml.Node, ctx: Ctx) -> str | None:
+    """A sha256 pin: 64 hex digits, optionally prefixed 'sha256:', any case."""
+    value = node.value if isinstance(node, yaml.ScalarNode) else None
+    if isinstance(value, str):
+        candidate = value.lower().removeprefix("sha256:")
+        if SHA256.match(candidate):
+            return candidate
+    ctx.add(node, f"sha256 must be 64 hex digits, got {show(node)}")
+    return None
+
+
+def is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.value in {"", "null", "~"}
+
+
+def show(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode):
+        return repr(node.value)
+    return "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
