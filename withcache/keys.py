@@ -16,6 +16,9 @@ SEGMENT = 255  # NAME_MAX: the longest filename a filesystem takes
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 BLOB_FILE = "@data"  # the artifact's bytes inside its token directory ('@' is not in base64url)
 TOKEN_ALPHABET = re.compile(r"^[A-Za-z0-9_-]+$")
+# The token segments of a cache path, as a regex (nginx matches /b/ requests with it):
+# full 255-character segments, then one of 1 to 255 characters.
+TOKEN_PATH_RE = "(?:[A-Za-z0-9_-]{255}/)*[A-Za-z0-9_-]{1,255}"
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

@@ -13,14 +13,17 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
+from withcache import keys
 from withcache.errors import NginxError
 from withcache.layout import Layout
 
+# A PEP 503 normalised project name, as nginx matches it under /simple/.
+PROJECT_RE = "[a-z0-9]+(?:-[a-z0-9]+)*"
 INSTALL_HINT = "nginx is not installed; install it with: apt-get install nginx"
 
 
@@ -45,7 +48,6 @@ class Settings:
     workers: str = "auto"
     server_name: str = "_"
     aio_threads: bool = False
-    extra_locations: Sequence[str] = field(default_factory=tuple)
 
     def context(self) -> dict[str, object]:
         root = self.layout.root.resolve()
@@ -61,12 +63,9 @@ class Settings:
             "workers": self.workers,
             "server_name": self.server_name,
             "aio_threads": self.aio_threads and has_threads(),
-            "extra_locations": [_indent(b) for b in self.extra_locations],
+            "token_re": keys.TOKEN_PATH_RE,
+            "project_re": PROJECT_RE,
         }
-
-
-def _indent(block: str) -> str:
-    return "\n".join(("    " + line) if line.strip() else "" for line in block.splitlines())
 
 
 def listen_directive(addr: str) -> str:

@@ -44,24 +44,13 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
 
 
 def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Settings:
-    extra = _extra_locations()
     return nginx.Settings(
         layout=layout(args),
         listen=tuple(args.listen or ["8080"]),
         user=user,
         error_log="stderr",
         aio_threads=args.aio_threads,
-        extra_locations=extra,
     )
-
-
-def _extra_locations() -> tuple[str, ...]:
-    """Locations contributed by other front doors (the Python index)."""
-    try:
-        from withcache import pyindex
-    except ImportError:
-        return ()
-    return tuple(pyindex.nginx_locations())
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 `sync` calls wanted() before fetching (resolve the python: sections into files to
 fetch) and write_index() after (write the pages for the files that arrived); `serve`
-adds nginx_locations() to the server block. The work lives in the submodules:
+includes nginx/simple.conf.j2 in the server block. The work lives in the submodules:
 
     targets   interpreter x platform -> resolver flags and PEP 425 tag ranking (pure)
     resolve   uv pip compile per target -> pins
@@ -12,14 +12,11 @@ adds nginx_locations() to the server block. The work lives in the submodules:
     build     the above, in order -> state/pyindex.json + sync work items
     config    the manifest's python: section, validated
     publish   state/pyindex.json + the artifacts table -> www/simple/
-    locations nginx text
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-
-from withcache.pyindex.locations import nginx_locations
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,7 +27,7 @@ if TYPE_CHECKING:
     from withcache.plan import Wanted
     from withcache.store import Artifact
 
-__all__ = ["nginx_locations", "wanted", "write_index"]
+__all__ = ["wanted", "write_index"]
 
 
 def wanted(
