@@ -1,0 +1,360 @@
+"""`withcache replicate DEST...`: push the served tree to replicas with rsync.
+
+A replica must never list or link a file it does not hold, even when `replicate` is
+killed at any moment, and an unchanged tree must cost one quick rsync pass. So:
+
+1. One `rsync --dry-run` per destination compares www/ with the replica. Nothing to
+   do: done.
+2. Otherwise a snapshot of www/ is taken: hard links under state/replicate/, made
+   under the sync and placement locks, pages before the files they link (parents
+   first), so the snapshot is a tree the center itself could have served.
+3. From the snapshot, in this order, each file written by rsync to a temporary name
+   and renamed (atomic per file):
+   - the immutable files: everything under b/ and m/ (plus state/replica.json, which
+     marks the destination as a replica);
+   - the pages (everything else), deepest first, so a project page arrives before
+     the index that lists it;
+   - deletions last, when nothing that remains links what goes.
+
+rsync does the copying; this module only decides the order. Interrupted, the next
+run starts over from a new dry run, and rsync's quick check (size and mtime) skips
+what already arrived; `--partial-dir` keeps the part of a big blob copied so far.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from withcache import lock, placement, replica
+from withcache.errors import UsageError, WithcacheError
+from withcache.fmt import duration, human
+from withcache.layout import Layout
+
+IMMUTABLE = ("b", "m")  # top-level dirs of www/ whose files never change per key
+PARTIAL_DIR = ".rsync-partial"
+INSTALL_HINT = "rsync is not installed; install it with: apt-get install rsync"
+BASE_OPTIONS = ("-r", "-t", "-p", "--chmod=D755,F644", "-8", "--timeout=300")
+_TEMP = re.compile(r"^\..*\.tmp$")  # atomic.write's temp files: never part of a tree
+_TOTAL = re.compile(r"^Total transferred file size: ([\d,.]+)", re.MULTILINE)
+
+
+class ReplicateError(WithcacheError):
+    """rsync failed for one or more destinations (each named with rsync's message)."""
+
+
+class RsyncMissing(WithcacheError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Destination:
+    """An rsync destination that becomes (or is) a data dir."""
+
+    spec: str  # as given: /srv/replica, host:/srv/replica, rsync://host/module/path
+    local: Path | None  # set for a local path
+
+    @property
+    def root(self) -> str:
+        """The rsync address of the destination directory, with a trailing slash."""
+        if self.local is not None:
+            return f"{self.local}/"
+        return self.spec if self.spec.endswith((":", "/")) else self.spec + "/"
+
+
+def destination(spec: str, source: Layout) -> Destination:
+    """Parse DEST the way rsync does: `rsync://...` and `host::module` are a daemon,
+    a colon before the first slash is ssh, anything else a local path."""
+    if not spec or spec.startswith("-") or "\0" in spec or "\n" in spec:
+        raise UsageError(f"replicate: {spec!r} is not an rsync destination")
+    head = spec.split("/", 1)[0]
+    if spec.startswith("rsync://") or ":" in head:
+        return Destination(spec, None)
+    path = Path(spec).absolute()
+    root = source.root.resolve()
+    resolved = path.resolve()
+    if resolved == Path("/") or resolved == root or root in resolved.parents:
+        raise UsageError(f"replicate: {spec} is the data dir itself or inside it")
+    if resolved in root.parents:
+        raise UsageError(f"replicate: {spec} contains the data dir {root}")
+    return Destination(spec, path)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a dry run found: files to copy by kind, and files to delete."""
+
+    immutable: int = 0
+    pages: dict[int, int] = field(default_factory=dict)  # depth under www/ -> files
+    deletions: int = 0
+
+    @property
+    def files(self) -> int:
+        return self.immutable + sum(self.pages.values())
+
+    @property
+    def empty(self) -> bool:
+        return not self.files and not self.deletions
+
+
+def parse_itemized(out: str) -> Changes:
+    """Read `rsync --dry-run --itemize-changes` output. Only each line's kind, top
+    directory and depth matter, never the exact name, so rsync's escaping of odd
+    names cannot mislead it (a name holds no slash)."""
+    immutable = deletions = 0
+    pages: dict[int, int] = {}
+    for line in out.splitlines():
+        if line.startswith("*deleting "):
+            deletions += 1
+            continue
+        if len(line) < 13 or line[11] != " " or line[1] != "f":
+            continue  # directories, and rsync's notes
+        name = line[12:]
+        if name == f"state/{replica.MARKER}" or name.startswith(("www/b/", "www/m/")):
+            immutable += 1
+        elif name.startswith("www/"):
+            depth = name.count("/")
+            pages[depth] = pages.get(depth, 0) + 1
+    return Changes(immutable, pages, deletions)
+
+
+# Filter rules, first match wins. Every pass is scoped to www/ (and the marker):
+# a replica's own state/, run/ and log/ are never touched.
+_KEEP_PARTIAL = [f"--filter=- {PARTIAL_DIR}/"]
+_LIVE = [*_KEEP_PARTIAL, "--filter=- .*.tmp", "--filter=+ /www/***", "--filter=- *"]
+_MARKER = ["--filter=+ /state/", f"--filter=+ /state/{replica.MARKER}"]
+_SNAPSHOT = [*_KEEP_PARTIAL, "--filter=+ /www/***", *_MARKER, "--filter=- *"]
+_IMMUTABLE = [
+    *_KEEP_PARTIAL,
+    *_MARKER,
+    "--filter=+ /www/",
+    *(f"--filter=+ /www/{top}/***" for top in IMMUTABLE),
+    "--filter=- *",
+]
+_DELETE = [*_KEEP_PARTIAL, "--filter=+ /www/***", "--filter=- *"]
+
+
+def _pages_at(depth: int) -> list[str]:
+    """Rules for the pages `depth` levels below www/ (1: index.html, catalog.json)."""
+    return [
+        *(f"--filter=- /www/{top}/" for top in IMMUTABLE),
+        "--filter=+ /www/",
+        "--filter=+ /www/**/",
+        "--filter=+ /www/" + "*/" * (depth - 1) + "*",
+        "--filter=- *",
+    ]
+
+
+@dataclass
+class Outcome:
+    """What one destination got."""
+
+    dest: str
+    changes: Changes = field(default_factory=Changes)
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    def line(self) -> str:
+        if self.error:
+            return f"{self.dest}: failed: {self.error}"
+        took = duration(self.seconds)
+        if self.changes.empty:
+            return f"{self.dest}: unchanged ({took})"
+        c = self.changes
+        return (
+            f"{self.dest}: {c.files} files copied ({human(self.bytes)}), "
+            f"{c.deletions} deleted in {took}"
+        )
+
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Rsync:
+    """Runs rsync with the options every pass shares (plus the operator's own)."""
+
+    extra: Sequence[str] = ()
+    binary: str = "rsync"
+
+    def __post_init__(self) -> None:
+        found = shutil.which(self.binary)
+        if found is None:
+            raise RsyncMissing(INSTALL_HINT)
+        self.binary = found
+
+    def __call__(self, src: Path, dest: Destination, options: Sequence[str]) -> str:
+        argv = [self.binary, *BASE_OPTIONS, *options, *self.extra, f"{src}/", dest.root]
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace")
+        if proc.returncode != 0:
+            detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+            raise ReplicateError(
+                f"rsync exited {proc.returncode}: " + " / ".join(detail or ["no message"])
+            )
+        return proc.stdout
+
+    def dry_run(self, src: Path, dest: Destination, scope: Sequence[str]) -> Changes:
+        return parse_itemized(
+            self(src, dest, ["--dry-run", "--itemize-changes", "--delete", *scope])
+        )
+
+
+def run(
+    layout: Layout,
+    specs: Sequence[str],
+    *,
+    wait: bool = False,
+    rsync_args: Sequence[str] = (),
+    say: Say = lambda _msg: None,
+) -> list[Outcome]:
+    """Bring every destination in line with this data dir's www/; raise ReplicateError
+    naming those that failed, after trying all of them."""
+    dests = [destination(s, layout) for s in specs]
+    rsync = Rsync(rsync_args)
+    layout.ensure()
+    busy = f"another replicate is running on {layout.root} (pid {{pid}}); pass --wait"
+    outcomes = []
+    with lock.hold(layout.state / "replicate.lock", busy, wait), _staging(layout) as staging:
+        snap: Path | None = None
+        for dest in dests:
+            started = time.monotonic()
+            out = Outcome(dest.spec)
+            try:
+                if dest.local is not None:
+                    dest.local.mkdir(parents=True, exist_ok=True)
+                if not rsync.dry_run(layout.root, dest, _LIVE).empty:
+                    if snap is None:
+                        snap = take_snapshot(layout, staging, wait=wait)
+                    out.changes, out.bytes = push(rsync, snap, dest, say)
+            except (ReplicateError, OSError) as exc:
+                out.error = str(exc)
+            out.seconds = time.monotonic() - started
+            say(out.line())
+            outcomes.append(out)
+    failed = [o for o in outcomes if o.error]
+    if failed:
+        raise ReplicateError(
+            f"{len(failed)} of {len(outcomes)} replicas failed:\n"
+            + "\n".join(o.line() for o in failed)
+        )
+    return outcomes
+
+
+def push(rsync: Rsync, snap: Path, dest: Destination, say: Say) -> tuple[Changes, int]:
+    """Copy a snapshot to one destination in the safe order; return what changed and the
+    bytes of file data sent."""
+    changes = rsync.dry_run(snap, dest, _SNAPSHOT)
+    sent = 0
+    if changes.immutable:
+        say(f"{dest.spec}: {changes.immutable} immutable files")
+        out = rsync(snap, dest, [*_IMMUTABLE, f"--partial-dir={PARTIAL_DIR}", "--stats"])
+        sent += _total(out)
+    for depth in sorted(changes.pages, reverse=True):
+        out = rsync(snap, dest, [*_pages_at(depth), "--prune-empty-dirs", "--stats"])
+        sent += _total(out)
+    if changes.pages:
+        say(f"{dest.spec}: {sum(changes.pages.values())} pages")
+    if changes.deletions:
+        rsync(snap, dest, [*_DELETE, "--delete", "--existing", "--ignore-existing"])
+    return changes, sent
+
+
+def _total(stats: str) -> int:
+    m = _TOTAL.search(stats)
+    return int(m.group(1).replace(",", "").replace(".", "")) if m else 0
+
+
+@contextlib.contextmanager
+def _staging(layout: Layout) -> Iterator[Path]:
+    """state/replicate/, emptied before and after (a killed run leaves a snapshot)."""
+    staging = layout.state / "replicate"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def take_snapshot(layout: Layout, staging: Path, *, wait: bool) -> Path:
+    """Hard links of www/ (plus the replica marker) under `staging`; returns its root.
+
+    Held: the sync lock (no sync rewrites pages or prunes meanwhile) and the placement
+    lock (no blob is replaced or removed). Writers that hold neither only add, and
+    they add a file before the page that lists it: linking pages breadth-first
+    (parents first) and blobs after them captures nothing a captured page lacks.
+    """
+    busy = (
+        f"a sync is running on {layout.root} (pid {{pid}}); replicate copies the tree "
+        "between syncs: wait for it or pass --wait"
+    )
+    root = staging / "snapshot"
+    with lock.hold(layout.lock, busy, wait), placement.held(layout):
+        _link_pages(layout.www, root / "www")
+        for top in IMMUTABLE:
+            _link_tree(layout.www / top, root / "www" / top)
+    (root / "state").mkdir()
+    (root / "state" / replica.MARKER).write_text(replica.marker_text(layout))
+    return root
+
+
+def _link_pages(www: Path, dst: Path) -> None:
+    """Every file of www/ outside b/ and m/, level by level from the top."""
+    level = [(www, dst)]
+    while level:
+        deeper = []
+        for src, out in level:
+            out.mkdir(parents=True, exist_ok=True)
+            for entry in _entries(src):
+                if entry.is_dir(follow_symlinks=False):
+                    if src == www and entry.name in IMMUTABLE:
+                        continue
+                    deeper.append((Path(entry.path), out / entry.name))
+                elif entry.is_file(follow_symlinks=False) and not _TEMP.match(entry.name):
+                    _link(entry.path, out / entry.name)
+        level = deeper
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Every regular file below `src` (symlinks and temp files are never part of a tree)."""
+    stack = [(src, dst)]
+    while stack:
+        here, out = stack.pop()
+        entries = _entries(here)
+        if not entries:
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((Path(entry.path), out / entry.name))
+            elif entry.is_file(follow_symlinks=False) and not _TEMP.match(entry.name):
+                _link(entry.path, out / entry.name)
+
+
+def _entries(d: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(d) as it:
+            return sorted(it, key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _link(src: str, dst: Path) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except FileNotFoundError:
+        pass  # removed since the directory was read: not part of this snapshot
+    except OSError as exc:
+        if exc.errno == 18:  # EXDEV
+            raise ReplicateError(
+                f"cannot snapshot {src}: state/ and www/ must be on one filesystem"
+            ) from None
+        raise
