@@ -126,19 +126,20 @@ def parse_itemized(out: str) -> Changes:
 
 
 # Filter rules, first match wins. Every pass is scoped to www/ (and the marker):
-# a replica's own state/, run/ and log/ are never touched.
-_KEEP_PARTIAL = [f"--filter=- {PARTIAL_DIR}/"]
-_LIVE = [*_KEEP_PARTIAL, "--filter=- .*.tmp", "--filter=+ /www/***", "--filter=- *"]
+# a replica's own state/, run/ and log/ are never touched. The part of a blob that
+# a killed run copied waits in a --partial-dir for the next blob pass, which resumes
+# from it; the deletion pass removes what is left of blobs that are gone.
+_LIVE = ["--filter=- .*.tmp", "--filter=+ /www/***", "--filter=- *"]
 _MARKER = ["--filter=+ /state/", f"--filter=+ /state/{replica.MARKER}"]
-_SNAPSHOT = [*_KEEP_PARTIAL, "--filter=+ /www/***", *_MARKER, "--filter=- *"]
+_SNAPSHOT = ["--filter=+ /www/***", *_MARKER, "--filter=- *"]
 _IMMUTABLE = [
-    *_KEEP_PARTIAL,
+    f"--filter=- {PARTIAL_DIR}/",
     *_MARKER,
     "--filter=+ /www/",
     *(f"--filter=+ /www/{top}/***" for top in IMMUTABLE),
     "--filter=- *",
 ]
-_DELETE = [*_KEEP_PARTIAL, "--filter=+ /www/***", "--filter=- *"]
+_DELETE = ["--filter=+ /www/***", "--filter=- *"]
 
 
 def _pages_at(depth: int) -> list[str]:
