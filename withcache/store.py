@@ -56,6 +56,21 @@ SCHEMA = [
         addr TEXT NOT NULL,
         PRIMARY KEY (key, addr)
     ) WITHOUT ROWID""",
+    # Misses imported from other hosts (`withcache misses import`): the running totals
+    # each source reported last, so a re-import adds only their growth.
+    """CREATE TABLE IF NOT EXISTS miss_imports (
+        key TEXT NOT NULL,
+        source TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        clients INTEGER NOT NULL,
+        imported_at REAL NOT NULL,
+        PRIMARY KEY (key, source)
+    ) WITHOUT ROWID""",
+    # This data dir's id as a source of misses (one row).
+    """CREATE TABLE IF NOT EXISTS instance (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        id TEXT NOT NULL
+    )""",
     # Where the watcher is in each log; written in the transaction of the counts it covers.
     """CREATE TABLE IF NOT EXISTS log_offsets (
         log TEXT PRIMARY KEY,
@@ -239,6 +254,15 @@ class Traffic:
     counters: dict[str, int] = field(default_factory=dict)
 
 
+# A miss's distinct clients: those seen here, plus those each other host reported.
+RECOUNT_CLIENTS = (
+    "UPDATE misses SET clients = "
+    "(SELECT count(*) FROM miss_clients WHERE miss_clients.key = misses.key) + "
+    "(SELECT coalesce(sum(clients), 0) FROM miss_imports WHERE miss_imports.key = misses.key) "
+    "WHERE key = ?"
+)
+
+
 def checkpoint(conn: sqlite3.Connection, log: str) -> Checkpoint | None:
     row = conn.execute(
         "SELECT inode, offset, tail FROM log_offsets WHERE log = ?", (log,)
@@ -275,12 +299,7 @@ def record_traffic(conn: sqlite3.Connection, traffic: Traffic, log: str, at: Che
                 "INSERT OR IGNORE INTO miss_clients (key, addr) VALUES (?, ?)",
                 sorted(traffic.clients),
             )
-            conn.executemany(
-                "UPDATE misses SET clients = "
-                "(SELECT count(*) FROM miss_clients WHERE miss_clients.key = misses.key) "
-                "WHERE key = ?",
-                [(k,) for k in traffic.misses],
-            )
+            conn.executemany(RECOUNT_CLIENTS, [(k,) for k in traffic.misses])
         if traffic.counters:
             add_counters(conn, traffic.counters)
         conn.execute(

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-from withcache import add, misses, report, store
+from withcache import add, misses, missimport, report, store
 from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
 from withcache.errors import ManifestError, UsageError
 from withcache.fmt import visible
+from withcache.layout import Layout
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -20,11 +21,17 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "action",
         nargs="?",
-        choices=["list", "dismiss"],
+        choices=["list", "dismiss", "import"],
         default="list",
-        help="list (default), or dismiss the given URLs / Python projects for good",
+        help="list (default), dismiss the given URLs / Python projects for good, or "
+        "import other hosts' `misses --json` files",
     )
-    p.add_argument("targets", nargs="*", metavar="URL", help="with dismiss: what to hide")
+    p.add_argument(
+        "targets", nargs="*", metavar="URL", help="with dismiss: what to hide; with import: FILEs"
+    )
+    p.add_argument(
+        "--source", metavar="NAME", help="with import: the host a file without source ids is from"
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON array of objects")
     fmt.add_argument("--yaml", action="store_true", help="a manifest snippet, ready to paste")
@@ -90,8 +97,11 @@ def cmd_misses(args: argparse.Namespace) -> int:
       withcache misses --since 7d
       withcache misses --yaml >> manifests/review.yaml   # then edit, check, PR
       withcache misses dismiss https://vendor.example/typo.run torch
+      ssh replica withcache misses --json | withcache misses import -   # merge a replica's
     """
     lay = layout(args)
+    if args.action == "import":
+        return _import(lay, args.targets, args.source, quiet=args.quiet)
     conn = store.connect(lay.db)
     try:
         if args.action == "dismiss":
@@ -108,14 +118,37 @@ def cmd_misses(args: argparse.Namespace) -> int:
         rows = misses.listing(
             conn, lay.www, everything=args.all, limit=args.limit, where=where, params=params
         )
+        source = missimport.instance_id(conn) if args.json else ""
     finally:
         conn.close()
-    if args.json:
-        print(json.dumps([r.as_json() for r in rows], indent=1, ensure_ascii=False))
+    if args.json:  # `source` lets another host's `misses import` add only what is new
+        out = [dict(r.as_json(), source=source) for r in rows]
+        print(json.dumps(out, indent=1, ensure_ascii=False))
     elif args.yaml:
         sys.stdout.write(misses.snippet([r for r in rows if r.status == misses.OPEN]))
     else:
         _print_misses(rows, show_status=args.all, quiet=args.quiet)
+    return 0
+
+
+def _import(lay: Layout, files: list[str], source: str | None, *, quiet: bool) -> int:
+    if not files:
+        raise UsageError(
+            "import what? give `withcache misses --json` files of other hosts (- for stdin)"
+        )
+    batches = [(f, missimport.read(f, source)) for f in files]  # every file checked first
+    conn = store.connect(lay.db)
+    try:
+        for f, rows in batches:
+            s = missimport.merge(conn, rows, f)
+            if not quiet:
+                print(
+                    f"{f}: {s.rows} misses from {', '.join(s.sources) or 'nowhere'}: "
+                    f"{s.new} new here, {s.requests} requests added",
+                    file=sys.stderr,
+                )
+    finally:
+        conn.close()
     return 0
 
 
