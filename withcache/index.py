@@ -15,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from withcache import __version__, atomic, keys, replica, store
+from withcache import __version__, atomic, keys, role, store
 from withcache.fmt import human, iso_or_none, visible, when
 from withcache.layout import Layout
 from withcache.misses import listing as open_misses
@@ -101,7 +101,7 @@ def gather(
 
 def render(layout: Layout, *, timestamp: bool = True) -> int:
     """Write index.html and catalog.json from the state DB; return the artifact count."""
-    replica.refuse_writes(layout, "rendering the index")  # a replica's comes from the center
+    role.refuse_writes(layout, "rendering the index")  # not on a replica or an edge
     layout.www.mkdir(parents=True, exist_ok=True)
     conn = store.connect(layout.db)
     try:

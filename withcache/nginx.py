@@ -12,7 +12,7 @@ import pwd
 import shutil
 import stat
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +91,12 @@ def _env() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+def render_template(name: str, context: Mapping[str, object]) -> str:
+    """One template of nginx/ with the given context (front doors with their own
+    top-level config, such as the edge cache, render through this)."""
+    return _env().get_template(name).render(**context)
 
 
 def render_standalone(s: Settings) -> str:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from withcache import lock, placement, replica
+from withcache import lock, placement, role
 from withcache.errors import UsageError, WithcacheError
 from withcache.fmt import duration, human
 from withcache.layout import Layout
@@ -117,7 +117,7 @@ def parse_itemized(out: str) -> Changes:
         if len(line) < 13 or line[11] != " " or line[1] != "f":
             continue  # directories, and rsync's notes
         name = line[12:]
-        if name == f"state/{replica.MARKER}" or name.startswith(("www/b/", "www/m/")):
+        if name == f"state/{role.MARKER}" or name.startswith(("www/b/", "www/m/")):
             immutable += 1
         elif name.startswith("www/"):
             depth = name.count("/")
@@ -130,7 +130,7 @@ def parse_itemized(out: str) -> Changes:
 # a killed run copied waits in a --partial-dir for the next blob pass, which resumes
 # from it; the deletion pass removes what is left of blobs that are gone.
 _LIVE = ["--filter=- .*.tmp", "--filter=+ /www/***", "--filter=- *"]
-_MARKER = ["--filter=+ /state/", f"--filter=+ /state/{replica.MARKER}"]
+_MARKER = ["--filter=+ /state/", f"--filter=+ /state/{role.MARKER}"]
 _SNAPSHOT = ["--filter=+ /www/***", *_MARKER, "--filter=- *"]
 _IMMUTABLE = [
     f"--filter=- {PARTIAL_DIR}/",
@@ -303,7 +303,7 @@ def take_snapshot(layout: Layout, staging: Path, *, wait: bool) -> Path:
         for top in IMMUTABLE:
             _link_tree(layout.www / top, root / "www" / top)
     (root / "state").mkdir()
-    (root / "state" / replica.MARKER).write_text(replica.marker_text(layout))
+    (root / "state" / role.MARKER).write_text(role.marker_text(layout))
     return root
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from withcache import fetch, index, keys, lock, replica, store, tree
+from withcache import fetch, index, keys, lock, role, store, tree
 from withcache.downloads import Downloads
 from withcache.fmt import human
 from withcache.layout import Layout
@@ -117,7 +117,7 @@ def on_disk_sizes(layout: Layout, records: dict[str, store.Artifact]) -> dict[st
 def run(layout: Layout, manifest: Manifest, opts: Options, progress: Progress) -> Summary:
     """Bring the data dir in line with the manifests: the whole of `withcache sync`."""
     started = time.monotonic()
-    replica.refuse_writes(layout, "sync")
+    role.refuse_writes(layout, "sync")
     layout.ensure()
     try:
         with locked(layout, opts.wait):

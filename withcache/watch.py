@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from withcache import index, lock, replica, store
+from withcache import index, lock, role, store
 from withcache.accesslog import Hit, Ignored, Invalid, Miss, ProjectMiss, parse_line
 from withcache.layout import Layout
 from withcache.tail import Block, Changes, Follower, Warn
@@ -191,8 +191,8 @@ class Watcher:
         if due is None or (not force and time.monotonic() < due):
             return
         self._index_due = None
-        if replica.replica_of(self.layout) is not None:
-            return  # a replica's index comes from the center with `withcache replicate`
+        if role.not_own_tree(self.layout) is not None:
+            return  # a replica's index comes from the center; an edge has none
         try:
             index.render(self.layout)
         except OSError as exc:

@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
-from withcache import nginx
+from withcache import edge, nginx
 from withcache.cli.common import Subparsers, command, layout
-from withcache.errors import NginxError
+from withcache.errors import NginxError, UsageError
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -41,6 +41,23 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="address to listen on, repeatable (default: 8080 on every interface)",
     )
+    _edge_options(p)
+
+
+def _edge_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("edge cache (README: More than one host)")
+    g.add_argument(
+        "--edge",
+        action="append",
+        metavar="URL",
+        help="be an edge cache of this center (http://center:8080) instead of serving "
+        "DATA/www; further --edge URLs are backups (replicas) used when it is down",
+    )
+    g.add_argument("--max-size", default="100g", help="with --edge: cache size budget")
+    g.add_argument(
+        "--min-free", default="5g", help="with --edge: evict to keep this much disk free"
+    )
+    g.add_argument("--slice", default="8m", help="with --edge: bytes fetched per range request")
 
 
 def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Settings:
@@ -64,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
       withcache serve --data /srv/withcache --listen 0.0.0.0:8080
     """
     nginx.nginx_binary()  # first: a missing nginx is the likeliest problem on a new host
+    if args.edge:
+        return _serve_edge(args)
     user = None
     lay = layout(args).ensure()
     if os.geteuid() == 0:
@@ -101,7 +120,47 @@ def cmd_nginx_config(args: argparse.Namespace) -> int:
       withcache nginx-config --data /srv/withcache --listen 80 \\
           > /etc/nginx/conf.d/withcache.conf && nginx -t && systemctl reload nginx
     """
+    if args.edge:
+        es = edge_settings(args)
+        text = edge.render_standalone(es) if args.standalone else edge.render_snippet(es)
+        sys.stdout.write(text)
+        return 0
     s = settings(args)
     text = nginx.render_standalone(s) if args.standalone else nginx.render_server_block(s)
     sys.stdout.write(text)
     return 0
+
+
+def edge_settings(args: argparse.Namespace, user: str | None = None) -> edge.EdgeSettings:
+    if args.aio_threads:
+        raise UsageError("--aio-threads is for serving a tree; an edge reads its cache")
+    return edge.EdgeSettings(
+        layout=layout(args),
+        centers=tuple(edge.parse_center(u) for u in args.edge),
+        listen=tuple(args.listen or ["8080"]),
+        user=user,
+        error_log="stderr",
+        max_size=args.max_size,
+        min_free=args.min_free,
+        slice=args.slice,
+    )
+
+
+def _serve_edge(args: argparse.Namespace) -> int:
+    """`serve --edge`: nginx's proxy_cache in front of the center, in the foreground."""
+    user = (args.user or nginx.default_user()) if os.geteuid() == 0 else None
+    es = edge_settings(args, user)
+    conf = edge.write_config(es)
+    nginx.check(conf)
+    if args.check_only:
+        print(f"{conf}: ok")
+        return 0
+    print(
+        f"withcache: edge cache of {es.centers[0].url} on {', '.join(es.listen)}; "
+        f"cache {es.cache.resolve()} (at most {es.max_size}); "
+        f"access log {es.layout.access_log.resolve()}",
+        file=sys.stderr,
+    )
+    sys.stderr.flush()
+    nginx.exec_foreground(conf)
+    return 0  # not reached

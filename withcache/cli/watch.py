@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from withcache import manifest, replica, watch
+from withcache import manifest, role, watch
 from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
 from withcache.errors import UsageError
 from withcache.fmt import iso
@@ -80,7 +80,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.auto:
         from withcache.autofill import AutoFill
 
-        replica.refuse_writes(lay, "auto-fill")
+        role.refuse_writes(lay, "auto-fill")
         hosts = _allow_hosts(args.manifests or [DEFAULT_MANIFESTS])
         if not hosts:
             raise UsageError("--auto: no manifest sets auto.allow_hosts; nothing may be fetched")
