@@ -296,3 +296,40 @@ def test_itemized_output_is_read_by_kind_and_depth() -> None:
     c = replicate.parse_itemized(out)
     assert (c.immutable, c.pages, c.deletions) == (3, {1: 1, 3: 2}, 1)
     assert replicate.parse_itemized("").empty
+
+
+DEPLOY = Path(__file__).resolve().parent.parent / "withcache" / "deploy"
+
+
+def test_the_replicate_unit_runs_a_real_command_after_each_sync(tmp_path: Path) -> None:
+    from withcache.cli import build_parser
+
+    unit = (DEPLOY / "withcache-replicate.service").read_text()
+    (line,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
+    argv = line.split()[1:]
+    assert argv[0] == "replicate"
+    ns = build_parser().parse_args([a.replace("$REPLICAS", "host:/srv/r") for a in argv])
+    assert ns.wait and ns.dests == ["host:/srv/r"]
+    dropin = (DEPLOY / "replicate-after-sync.conf").read_text()
+    assert "OnSuccess=withcache-replicate.service" in dropin
+    assert "OnFailure=withcache-replicate.service" in dropin
+    if not shutil.which("systemd-analyze"):
+        return
+    units = tmp_path / "units"
+    (units / "withcache-sync.service.d").mkdir(parents=True)
+    for name in ("withcache-sync.service", "withcache-replicate.service"):
+        shutil.copy(DEPLOY / name, units / name)
+    shutil.copy(DEPLOY / "replicate-after-sync.conf", units / "withcache-sync.service.d")
+    r = subprocess.run(
+        ["systemd-analyze", "verify", "withcache-sync.service", "withcache-replicate.service"],
+        capture_output=True,
+        text=True,
+        cwd=units,
+        env=dict(os.environ, SYSTEMD_UNIT_PATH=f"{units}:"),
+    )
+    complaints = [
+        x
+        for x in (r.stdout + r.stderr).splitlines()
+        if x.strip() and "is not executable" not in x and "/etc/withcache" not in x
+    ]
+    assert complaints == []
