@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Cache, free_port, run_withcache, start_nginx, stop_nginx
+from tests.conftest import Cache, free_port, plant, run_withcache, start_nginx, stop_nginx
 from tests.origin import Origin
 from tests.trees import Tree, listed, sha256, www_files
 from tests.watcher import Watcher
@@ -275,6 +275,44 @@ def test_rsync_daemon_destination(tree: Tree, tmp_path: Path) -> None:
         daemon.wait(10)
         assert daemon.stderr is not None
         daemon.stderr.close()
+
+
+def test_mirror_links_stay_links_and_private_index_rules_travel_first(tmp_path: Path) -> None:
+    """A /m/ file is a hard link to its blob (one file on the replica too); the private
+    indexes' definitions and read lists (state/) reach the replica with their modes, and
+    a change to them alone is replicated."""
+    tmp_path.chmod(0o755)
+    center = Layout(tmp_path / "center").ensure()
+    key = plant(center, "https://distfiles.example/foo-1.0.tar.gz", b"distfile bytes")
+    mirror_file = center.www / "m" / "gentoo" / "distfiles" / "ab" / "foo-1.0.tar.gz"
+    mirror_file.parent.mkdir(parents=True)
+    os.link(center.www / keys.blob_relpath(key), mirror_file)
+    (center.state / "indexes.json").write_text('{"team": {"read": ["ci"]}}\n')
+    (center.state / "auth").mkdir()
+    read_list = center.state / "auth" / "team.read"
+    read_list.write_text("ci:$2b$05$hash\n")
+    read_list.chmod(0o640)
+    replica = tmp_path / "replica"
+    replicate_to_dir(center.root, replica)
+    blob = replica / "www" / keys.blob_relpath(key)
+    copy = replica / "www" / "m" / "gentoo" / "distfiles" / "ab" / "foo-1.0.tar.gz"
+    assert copy.read_bytes() == b"distfile bytes"
+    assert copy.stat().st_ino == blob.stat().st_ino  # stored once
+    copied = replica / "state" / "auth" / "team.read"
+    assert copied.read_text() == "ci:$2b$05$hash\n"
+    assert copied.stat().st_mode & 0o777 == 0o640  # not made world-readable
+    assert (replica / "state" / "indexes.json").read_text() == '{"team": {"read": ["ci"]}}\n'
+    time.sleep(1.1)  # a new mtime second: rsync's quick check must see the change
+    read_list.write_text("ci:$2b$05$otherhash\n")
+    out = replicate_to_dir(center.root, replica)
+    assert "unchanged" not in out
+    assert copied.read_text() == "ci:$2b$05$otherhash\n"
+
+
+def replicate_to_dir(data: Path, replica: Path) -> str:
+    r = run_withcache("replicate", "--data", str(data), str(replica))
+    assert r.returncode == 0, r.stderr
+    return r.stderr
 
 
 def test_itemized_output_is_read_by_kind_and_depth() -> None:

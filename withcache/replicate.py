@@ -10,8 +10,9 @@ killed at any moment, and an unchanged tree must cost one quick rsync pass. So:
    first), so the snapshot is a tree the center itself could have served.
 3. From the snapshot, in this order, each file written by rsync to a temporary name
    and renamed (atomic per file):
-   - the immutable files: everything under b/ and m/ (plus state/replica.json, which
-     marks the destination as a replica);
+   - state/replica.json (which marks the destination as a replica) and what says how
+     to serve the tree (the private indexes and who may read them), then the immutable
+     files: everything under b/ and m/;
    - the pages (everything else), deepest first, so a project page arrives before
      the index that lists it;
    - deletions last, when nothing that remains links what goes.
@@ -41,7 +42,13 @@ from withcache.layout import Layout
 IMMUTABLE = ("b", "m")  # top-level dirs of www/ whose files never change per key
 PARTIAL_DIR = ".rsync-partial"
 INSTALL_HINT = "rsync is not installed; install it with: apt-get install rsync"
-BASE_OPTIONS = ("-r", "-t", "-p", "--chmod=D755,F644", "-8", "--timeout=300")
+# -p: modes as at the center, where nginx's worker reads the same files; -H: a mirror
+# file (www/m/) is a hard link to its blob, and stays one file on the replica.
+BASE_OPTIONS = ("-r", "-t", "-p", "-H", "-8", "--timeout=300")
+# Files under state/ that tell `withcache serve` how to serve www/: the private indexes
+# and who may read them. They travel first, with the marker, so no private page or
+# file reaches a replica before the rule that guards it.
+SERVING_STATE = ("indexes.json", "auth/")
 _TEMP = re.compile(r"^\..*\.tmp$")  # atomic.write's temp files: never part of a tree
 _TOTAL = re.compile(r"^Total transferred file size: ([\d,.]+)", re.MULTILINE)
 
@@ -117,7 +124,7 @@ def parse_itemized(out: str) -> Changes:
         if len(line) < 13 or line[11] != " " or line[1] != "f":
             continue  # directories, and rsync's notes
         name = line[12:]
-        if name == f"state/{role.MARKER}" or name.startswith(("www/b/", "www/m/")):
+        if name.startswith(("state/", "www/b/", "www/m/")):
             immutable += 1
         elif name.startswith("www/"):
             depth = name.count("/")
@@ -125,12 +132,19 @@ def parse_itemized(out: str) -> Changes:
     return Changes(immutable, pages, deletions)
 
 
-# Filter rules, first match wins. Every pass is scoped to www/ (and the marker):
-# a replica's own state/, run/ and log/ are never touched. The part of a blob that
+# Filter rules, first match wins. Every pass is scoped to www/, the marker and the
+# serving state: a replica's own DB, run/ and log/ are never touched. The part of a blob that
 # a killed run copied waits in a --partial-dir for the next blob pass, which resumes
 # from it; the deletion pass removes what is left of blobs that are gone.
-_LIVE = ["--filter=- .*.tmp", "--filter=+ /www/***", "--filter=- *"]
-_MARKER = ["--filter=+ /state/", f"--filter=+ /state/{role.MARKER}"]
+_SERVING = [
+    "--filter=+ /state/",
+    *(
+        f"--filter=+ /state/{name.rstrip('/')}{'/***' if name.endswith('/') else ''}"
+        for name in SERVING_STATE
+    ),
+]
+_MARKER = [*_SERVING, f"--filter=+ /state/{role.MARKER}"]
+_LIVE = ["--filter=- .*.tmp", "--filter=+ /www/***", *_SERVING, "--filter=- *"]
 _SNAPSHOT = ["--filter=+ /www/***", *_MARKER, "--filter=- *"]
 _IMMUTABLE = [
     f"--filter=- {PARTIAL_DIR}/",
@@ -302,7 +316,14 @@ def take_snapshot(layout: Layout, staging: Path, *, wait: bool) -> Path:
         _link_pages(layout.www, root / "www")
         for top in IMMUTABLE:
             _link_tree(layout.www / top, root / "www" / top)
-    (root / "state").mkdir()
+        for name in SERVING_STATE:
+            src = layout.state / name
+            if name.endswith("/"):
+                _link_tree(src, root / "state" / name)
+            elif src.is_file():
+                (root / "state").mkdir(exist_ok=True)
+                _link(str(src), root / "state" / name)
+    (root / "state").mkdir(exist_ok=True)
     (root / "state" / role.MARKER).write_text(role.marker_text(layout))
     return root
 
