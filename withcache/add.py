@@ -88,10 +88,7 @@ def _refuse_obvious(entries: Sequence[NewEntry]) -> None:
 
 
 class _Refused(ManifestError):
-    """Problems of URLs not yet in any file: 'URL: message' instead of 'file:line:'."""
-
-    def __str__(self) -> str:
-        return "\n".join(f"{p.file}: {p.message}" if p.line == 0 else str(p) for p in self.problems)
+    """Problems of URLs not yet in any file: Problem(URL, 0, message) prints 'URL: message'."""
 
 
 def _validate(

@@ -6,6 +6,7 @@ autoescaped: miss URLs come from whoever sends a request, so they are hostile.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
@@ -16,9 +17,11 @@ from typing import Any
 import jinja2
 
 from withcache import __version__, atomic, keys, store
-from withcache.fmt import human, iso_or_none, visible, when
+from withcache.fmt import human, iso_or_none, json_text, visible, when
 from withcache.layout import Layout
 from withcache.misses import listing as open_misses
+
+_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,8 @@ def html_env() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("withcache", "templates"),
         # compiling the templates took ~0.3 s of every sync that re-renders the index
-        bytecode_cache=jinja2.FileSystemBytecodeCache(),
+        # keyed by this module's text: compiled code depends on the options set here
+        bytecode_cache=jinja2.FileSystemBytecodeCache(pattern=f"__withcache_{_CODE}_%s.cache"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -143,5 +147,5 @@ def catalog_json(rows: list[Row], generated: float | None) -> str:
     # One artifact per line: diffable, and json's C encoder (not used with indent=)
     # keeps a 100,000-artifact catalog fast.
     head = json.dumps({"generated": iso_or_none(generated), "count": len(rows)})[:-1]
-    body = ",\n ".join(json.dumps(a, ensure_ascii=False) for a in artifacts)
+    body = ",\n ".join(json_text(a) for a in artifacts)
     return f'{head}, "artifacts": [\n {body}\n]}}\n'

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from withcache import __version__, atomic, fmt, index, store
-from withcache.fmt import human, iso, visible
+from withcache.fmt import human, iso, json_text, visible
 from withcache.index import html_env
 from withcache.layout import Layout
 from withcache.misses import MissRow, listing
@@ -205,7 +205,7 @@ def _free(layout: Layout) -> int | None:
 
 def render(rep: Report, fmt: str) -> str:
     if fmt == "json":
-        return json.dumps(as_json(rep), indent=1, ensure_ascii=False) + "\n"
+        return json_text(as_json(rep), indent=1) + "\n"
     if fmt == "html":
         return html_env().get_template("report.html").render(r=rep, version=__version__)
     if fmt == "markdown":

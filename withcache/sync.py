@@ -83,6 +83,7 @@ def wanted_from_manifest(manifest: Manifest) -> list[Wanted]:
             where=e.where,
             sha256=e.sha256,
             headers=tuple(resolve_headers(e).items()),
+            header_hosts=frozenset(e.header_hosts),
         )
         for e in manifest.entries
     ]

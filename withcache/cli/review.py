@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 from withcache import add, misses, report, store
 from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
 from withcache.errors import ManifestError, UsageError
-from withcache.fmt import visible
+from withcache.fmt import json_text, visible
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -111,7 +110,7 @@ def cmd_misses(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:
-        print(json.dumps([r.as_json() for r in rows], indent=1, ensure_ascii=False))
+        print(json_text([r.as_json() for r in rows], indent=1))
     elif args.yaml:
         sys.stdout.write(misses.snippet([r for r in rows if r.status == misses.OPEN]))
     else:

@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 from withcache import fetch, index, keys, manifest, sync
-from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
+from withcache.cli.common import (
+    Subparsers,
+    command,
+    layout,
+    manifest_paths,
+    manifests_option,
+    size_arg,
+)
 from withcache.errors import UsageError
 from withcache.progress import for_stream
 
@@ -61,6 +68,26 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         type=int,
         default=3,
         help="retries per file on connection errors and 5xx (default 3)",
+    )
+    p.add_argument(
+        "--min-rate",
+        type=size_arg,
+        default=fetch.Policy.min_rate,
+        metavar="SIZE",
+        help="fail a download slower than SIZE per second over any 1 MiB (default 8K)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="fail a download that takes longer than this in all (default: none)",
+    )
+    p.add_argument(
+        "--max-size",
+        type=size_arg,
+        default=fetch.Policy.max_size,
+        metavar="SIZE",
+        help="stop a download that writes more than SIZE (default 64G)",
     )
 
     p = command(sub, parent, "index", cmd_index)
@@ -115,7 +142,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
         prune=args.prune,
         wait=args.wait,
         index=not args.no_index,
-        policy=fetch.Policy(read_timeout=args.timeout, attempts=args.retries + 1),
+        policy=fetch.Policy(
+            read_timeout=args.timeout,
+            attempts=args.retries + 1,
+            min_rate=args.min_rate,
+            deadline=args.deadline,
+            max_size=args.max_size,
+        ),
     )
     if args.dry_run:
         say = (lambda _msg: None) if args.quiet else _note
