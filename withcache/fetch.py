@@ -32,6 +32,7 @@ from withcache.placement import Verified
 
 CHUNK = 1 << 20  # one read fills one buffer: the most we lose to a reset, the progress step
 BUFFERS = 8
+INLINE = 4 << 20  # hash a file's first bytes inline; a helper thread takes the rest
 FLUSH_EVERY = 64 << 20
 WATCHDOG_TICK = 0.5  # seconds: how late a stalled read is cut at most
 USER_AGENT = f"withcache-sync/{__version__}"
@@ -191,7 +192,9 @@ def _fetch_once(
         meta = {"url": req.url, "etag": etag, "last_modified": last_modified}
         try:
             atomic.write(meta_path, json.dumps(meta).encode(), durable=False)
-            digest, size = _stream_to(resp, part, offset, progress, _Limits(policy, partial_dir))
+            digest, size, synced = _stream_to(
+                resp, part, offset, progress, _Limits(policy, partial_dir)
+            )
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
@@ -202,7 +205,7 @@ def _fetch_once(
     if req.sha256 and digest != req.sha256:
         discard_partial(partial_dir, req.key)
         raise FetchFailed(f"sha256 mismatch: expected {req.sha256}, origin sent {digest}")
-    return Result(part, size, digest, etag, last_modified, resumed_from=offset)
+    return Result(part, size, digest, etag, last_modified, synced, resumed_from=offset)
 
 
 def _get(
@@ -324,8 +327,10 @@ class _Limits:
 
 def _stream_to(
     resp: requests.Response, part: Path, offset: int, progress: Progress | None, limits: _Limits
-) -> tuple[str, int]:
-    """Append the body to `part` from `offset`; return (sha256 of the whole file, size)."""
+) -> tuple[str, int, bool]:
+    """Append the body to `part` from `offset`; return (sha256 of the whole file, size,
+    fsynced?). A file smaller than FLUSH_EVERY is left for placement to flush with the
+    rest of its group; a larger one is fsynced here, mostly in the background."""
     hasher = _Hasher()
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
     fd = os.open(part, flags, 0o644)
@@ -366,8 +371,10 @@ def _stream_to(
                 progress(n)
             limits.check(size)
         flusher.close()
-        os.fsync(fd)  # only what the flusher has not written back yet
-        return hasher.hexdigest(), size
+        synced = flusher.started
+        if synced:
+            os.fsync(fd)  # only what the flusher has not written back yet
+        return hasher.hexdigest(), size, synced
     finally:
         watch.done()
         flusher.close()
@@ -438,15 +445,15 @@ def _socket_of(resp: requests.Response) -> socket.socket | None:
 class _Flusher:
     """fdatasync in the background every FLUSH_EVERY bytes, so the disk writes while
     the network reads and the final fsync (atomic placement needs it) is short
-    instead of a pause of half a second per GiB."""
+    instead of a pause of half a second per GiB. Its thread starts with the first
+    flush: a small file costs no thread."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._pending = 0
         self._due = threading.Event()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="fdatasync", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
         while True:
@@ -461,13 +468,21 @@ class _Flusher:
         self._pending += n
         if self._pending >= FLUSH_EVERY:
             self._pending = 0
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fdatasync", daemon=True)
+                self._thread.start()
             self._due.set()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def close(self) -> None:
         if not self._stop:
             self._stop = True
-            self._due.set()
-            self._thread.join()
+            if self._thread is not None:
+                self._due.set()
+                self._thread.join()
 
 
 def _body_reader(resp: requests.Response) -> Callable[[bytearray], int]:
@@ -489,7 +504,9 @@ _spare = threading.local()  # each sync worker keeps its buffers from file to fi
 
 
 class _Hasher:
-    """sha256 in a helper thread over a small pool of reusable buffers.
+    """sha256 over a small pool of reusable buffers, in a helper thread once a file is
+    past INLINE bytes (hashlib releases the GIL, so hashing then overlaps the network
+    and the disk). Below that, hashing inline costs less than starting a thread.
 
     The buffers (8 x 1 MiB) are allocated once per worker thread, not per file:
     zero-filling them cost milliseconds, most of the time of fetching a 1 MiB file.
@@ -503,8 +520,8 @@ class _Hasher:
         _spare.buffers = None
         for buf in buffers:
             self._free.put(buf)
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._inline = 0
         self._done = False
 
     def _run(self) -> None:
@@ -533,6 +550,14 @@ class _Hasher:
         self._free.put(buf)
 
     def feed(self, buf: bytearray, n: int) -> None:
+        if self._thread is None:
+            if self._inline + n <= INLINE:
+                self._inline += n
+                self._h.update(memoryview(buf)[:n])
+                self._free.put(buf)
+                return
+            self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+            self._thread.start()
         self._full.put((buf, n))
 
     def hexdigest(self) -> str:
@@ -543,8 +568,9 @@ class _Hasher:
         """Stop the thread (after it hashed everything fed); never leak it. Keep the
         buffers for this worker's next file when all of them came back."""
         if not self._done:
-            self._full.put(None)
-            self._thread.join()
+            if self._thread is not None:
+                self._full.put(None)
+                self._thread.join()
             self._done = True
             buffers = []
             while not self._free.empty():
