@@ -3,9 +3,11 @@ text. Each test is one such meeting, and what must hold after it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 import unicodedata
@@ -280,3 +282,75 @@ def test_json_text_means_the_same_and_hides_nothing(value: object) -> None:
     text = json_text(value, indent=1)
     assert json.loads(text) == value
     assert not any(unicodedata.category(c) in {"Cc", "Cf", "Zl", "Zp"} for c in text if c != "\n")
+
+
+def test_the_watcher_on_a_full_disk_says_so_waits_and_counts_exactly(
+    small_fs: Path, tmp_path: Path
+) -> None:
+    from tests.test_watch import nginx_line
+    from tests.watcher import Watcher, db
+
+    data, log = small_fs / "data", tmp_path / "access.log"
+    misses = [f"/b/{keys.token(f'https://vendor.example/m{i}.bin')}/m{i}.bin" for i in range(700)]
+    log.write_bytes(b"".join(nginx_line(u) for u in misses[:100]))
+    w = Watcher(data, log)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _lines_counted(data) != "100":
+            time.sleep(0.1)
+        filler = small_fs / "filler"
+        fill(filler)
+        with log.open("ab") as f:  # 600 more misses, each a new row: these need room
+            f.write(
+                b"".join(
+                    nginx_line(u, addr=f"10.1.{i // 250}.{i % 250}")
+                    for i, u in enumerate(misses[100:])
+                )
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "is full" not in w.stderr:
+            time.sleep(0.1)
+        assert "is full" in w.stderr and w.proc.poll() is None, w.stderr
+        assert "Traceback" not in w.stderr and "cannot rollback" not in w.stderr
+        filler.unlink()  # room again: the waiting lines are recorded, once
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _lines_counted(data) != "700":
+            time.sleep(0.2)
+        assert w.term() == 0
+    finally:
+        w.stop()
+    conn = db(data)
+    try:
+        rows = dict(conn.execute("SELECT key, count FROM misses").fetchall())
+        counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+    finally:
+        conn.close()
+    assert len(rows) == 700 and set(rows.values()) == {1}
+    assert counters["lines"] == 700 and counters["misses"] == 700
+
+
+def _lines_counted(data: Path) -> str:
+    from tests.watcher import db
+
+    if not (data / "state" / "withcache.db").exists():
+        return ""
+    conn = db(data)
+    try:
+        row = conn.execute("SELECT value FROM counters WHERE name = 'lines'").fetchone()
+    except sqlite3.OperationalError:
+        return ""
+    finally:
+        conn.close()
+    return str(row[0]) if row else ""
+
+
+def fill(path: Path) -> None:
+    """Write zeros to `path` until its filesystem has not one block left."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (1 << 20, 4096, 512):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, b"\0" * size)
+    finally:
+        os.close(fd)
