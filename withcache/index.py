@@ -12,9 +12,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 from withcache import __version__, atomic, keys, store
 from withcache.fmt import human, iso_or_none, json_text, visible, when
@@ -47,6 +48,8 @@ def _shown(value: object) -> object:
 
 def html_env() -> jinja2.Environment:
     """Autoescaped: URLs and user agents in misses are whatever a client sent."""
+    import jinja2  # only what renders pages pays for importing it
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("withcache", "templates"),
         # compiling the templates took ~0.3 s of every sync that re-renders the index

@@ -7,8 +7,9 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from withcache import fetch, index, keys, manifest, sync
+from withcache import keys
 from withcache.cli.common import (
     Subparsers,
     command,
@@ -18,7 +19,9 @@ from withcache.cli.common import (
     size_arg,
 )
 from withcache.errors import UsageError
-from withcache.progress import for_stream
+
+if TYPE_CHECKING:
+    from withcache.sync import Summary
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -72,7 +75,6 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--min-rate",
         type=size_arg,
-        default=fetch.Policy.min_rate,
         metavar="SIZE",
         help="fail a download slower than SIZE per second over any 1 MiB (default 8K)",
     )
@@ -85,7 +87,6 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-size",
         type=size_arg,
-        default=fetch.Policy.max_size,
         metavar="SIZE",
         help="stop a download that writes more than SIZE (default 64G)",
     )
@@ -114,6 +115,8 @@ def cmd_check(args: argparse.Namespace) -> int:
       withcache check                    # everything under manifests/
       withcache check manifests/cuda.yaml -v
     """
+    from withcache import manifest
+
     m = manifest.load(manifest_paths(args.paths))
     if args.verbose:
         python = f", {len(m.python)} python sections" if m.python else ""
@@ -134,6 +137,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    from withcache import fetch, manifest, sync  # what sync needs, imported when it runs
+    from withcache.progress import for_stream
+
     lay = layout(args)
     m = manifest.load(manifest_paths(args.paths), env=os.environ)
     opts = sync.Options(
@@ -145,9 +151,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
         policy=fetch.Policy(
             read_timeout=args.timeout,
             attempts=args.retries + 1,
-            min_rate=args.min_rate,
             deadline=args.deadline,
-            max_size=args.max_size,
+            **{k: v for k in ("min_rate", "max_size") if (v := getattr(args, k)) is not None},
         ),
     )
     if args.dry_run:
@@ -174,7 +179,7 @@ def _note(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _print_summary(summary: sync.Summary, *, quiet: bool) -> int:
+def _print_summary(summary: Summary, *, quiet: bool) -> int:
     """The summary line always; then one line per failure; exit 1 if any failed."""
     if not quiet or summary.failed:
         print(f"sync: {summary.line()}", file=sys.stderr)
@@ -199,6 +204,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     example:
       withcache index --data /srv/withcache
     """
+    from withcache import index
+
     n = index.render(layout(args), timestamp=not args.no_timestamp)
     if args.verbose:
         print(f"indexed {n} artifacts")

@@ -10,12 +10,15 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from withcache import manifest, watch
 from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
 from withcache.errors import UsageError
 from withcache.fmt import iso
 from withcache.layout import Layout
+
+if TYPE_CHECKING:
+    from withcache.watch import Tally, Watcher
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -63,6 +66,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
       withcache watch --data /srv/withcache --log /var/log/nginx/withcache.json.log
       withcache watch --status            # how far behind the log's end is it?
     """
+    from withcache import watch  # watchdog and the rest: imported when the watcher runs
+
     lay = layout(args)
     log = args.log or lay.access_log
     if args.status:
@@ -86,7 +91,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         auto = AutoFill(lay, hosts, jobs=max(1, args.auto_jobs), say=say)
         say(f"auto-fill on for {', '.join(sorted(hosts))}")
 
-    def committed(t: watch.Tally) -> None:
+    def committed(t: Tally) -> None:
         if auto is not None:
             auto.offer(k for k, m in t.traffic.misses.items() if m.kind == "url")
         if verbose:
@@ -112,7 +117,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(w: watch.Watcher) -> Iterator[None]:
+def _stop_on_signals(w: Watcher) -> Iterator[None]:
     """SIGTERM and SIGINT ask the watcher to commit what it read and return."""
 
     def handler(_sig: int, _frame: FrameType | None) -> None:
@@ -130,10 +135,14 @@ def _allow_hosts(paths: list[Path]) -> list[str]:
     existing = [p for p in paths if p.exists()]
     if not existing:
         return []
+    from withcache import manifest
+
     return list(manifest.load(existing).allow_hosts)
 
 
 def _print_status(lay: Layout, log: Path, *, as_json: bool) -> int:
+    from withcache import watch
+
     st = watch.status(lay, log)
     ck = st.checkpoint
     if as_json:

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from packaging.requirements import InvalidRequirement, Requirement
 
 from withcache import urlcheck
 from withcache.pyindex.targets import platform_problem
@@ -116,6 +115,9 @@ def _requirements(node: yaml.Node, ctx: Ctx) -> tuple[Requested, ...]:
     if not isinstance(node, yaml.SequenceNode):
         ctx.add(node, "python.requirements must be a list of requirement strings")
         return ()
+    # packaging costs a tenth of a second to import: only manifests with requirements pay
+    from packaging.requirements import InvalidRequirement, Requirement
+
     out: list[Requested] = []
     seen: set[str] = set()
     for item in node.value:
