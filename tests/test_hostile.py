@@ -50,7 +50,7 @@ def test_a_sync_that_does_not_fit_says_so_in_one_line_every_time(
     urls = [origin.add(f"/big{i}.bin", os.urandom(1) * (24 << 20)) for i in range(5)]
     m = manifest(small_fs.parent, [f"- {u}" for u in urls])
     data = small_fs / "data"
-    for _run in range(10 if LONG else 4):
+    for _run in range(10):
         r = run_withcache("sync", "--data", str(data), "-m", str(m), "-j", "4")
         assert r.returncode == 1, r.stderr
         assert "Traceback" not in r.stderr
