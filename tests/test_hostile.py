@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import LONG, run_withcache
+from tests.conftest import run_withcache
 from tests.origin import Origin
 from tests.test_sync import assert_tree_matches_records, manifest, records
 from withcache import index, keys, report, store
