@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -114,7 +115,7 @@ def make_world(
     assert r.returncode == 0, r.stderr
     cache = start_nginx(tmp / "data")
     w = Watcher(
-        cache.data, cache.access_log, "-m", str(manifest), "--index-every", "0", *watch_args
+        cache.data, cache.access_log, "-m", str(manifest), "--index-every", "1", *watch_args
     )
     wait_for(
         "the watcher's first checkpoint",
@@ -171,6 +172,19 @@ def test_uv_installs_an_unlisted_project_first_time_and_the_cache_fills(
     (f,) = page["files"]  # type: ignore[misc]
     assert f["url"].startswith("/b/") and f["core-metadata"]  # our bytes, PEP 658 kept
 
+    # pip's recipe: the upstream as the index, the cache as the extra index
+    py = pip_venv(tmp_path / "pip-recipe")
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "--isolated", "install",
+         "--no-cache-dir", "--index-url", world.upstream_index,
+         "--extra-index-url", world.index, "od-lib-21"],
+        capture_output=True, text=True, env=clean_env(), timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert installed(py) == {"od-lib-21": "1.0", "od-lib-22": "1.0", "od-lib-23": "1.0"}
+    chain = ["od-lib-21", "od-lib-22", "od-lib-23"]
+    wait_for("the chain served", lambda: all(world.served(p) for p in chain), timeout=10)
+
     world.origin.close()  # from here on, only the cache can answer
     py = uv_venv(tmp_path / "uv-alone")
     r = uv_install(py, world.index, tmp_path / "uvc2", "od-app")  # uv --no-config
@@ -184,22 +198,25 @@ def test_uv_installs_an_unlisted_project_first_time_and_the_cache_fills(
 
 def test_index_catalog_and_report_flag_projects_taken_on_demand(world: World) -> None:
     wait_for("od-app taken", lambda: world.served("od-app"), timeout=30)
-    wait_for(
-        "the catalog",
-        lambda: "python_on_demand" in (world.cache.data / "www" / "catalog.json").read_text(),
-    )
-    catalog = json.loads((world.cache.data / "www" / "catalog.json").read_text())
-    flagged = {p["project"] for p in catalog["python_on_demand"]}
-    assert flagged == set(APP)
-    assert all(p["in_manifest"] is False for p in catalog["python_on_demand"])
-    sources = {a["name"].split("-1.0")[0]: a["source"] for a in catalog["artifacts"]}
+    taken = {*APP, "od-lib-21", "od-lib-22", "od-lib-23"}
+
+    def catalog() -> dict[str, object]:
+        doc: dict[str, object] = json.loads((world.cache.data / "www" / "catalog.json").read_text())
+        return doc
+
+    def flagged() -> set[str]:
+        return {p["project"] for p in catalog().get("python_on_demand", [])}  # type: ignore[attr-defined]
+
+    wait_for("the catalog", lambda: flagged() == taken)
+    assert all(p["in_manifest"] is False for p in catalog()["python_on_demand"])  # type: ignore[attr-defined]
+    sources = {a["name"].split("-1.0")[0]: a["source"] for a in catalog()["artifacts"]}  # type: ignore[attr-defined]
     assert sources["od_listed"] == "python" and sources["od_app"] == "ondemand"
     html = (world.cache.data / "www" / "index.html").read_text()
     assert "on demand, not yet in a manifest" in html
     r = run_withcache(
         "report", "--data", str(world.cache.data), "--peek", "-m", str(world.manifest)
     )
-    assert "Python projects on demand, not yet in a manifest (6):" in r.stdout
+    assert "Python projects on demand, not yet in a manifest (9):" in r.stdout
     assert "od-app (new, taken" in r.stdout
 
 

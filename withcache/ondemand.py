@@ -33,7 +33,7 @@ from withcache.pyindex.config import PythonConfig
 
 QUEUE = 256  # projects waiting; more are dropped (and offered again on their next request)
 PER_MINUTE = 30  # upstream attempts a minute, at most
-INDEX_EVERY = 60.0  # seconds between index.html re-renders after takes
+INDEX_EVERY = 60.0  # seconds between index.html re-renders after takes (0: never)
 COUNTERS = (
     "ondemand_taken",
     "ondemand_absent",
@@ -207,7 +207,7 @@ class OnDemand:
                 f"on demand: {project} failed (attempt {row.attempts}, next try in "
                 f"{row.retry_at - row.at:.0f}s): {outcome.detail}"
             )
-        if outcome.published:
+        if outcome.published and self.index_every > 0:
             self._index_due = self._index_due or self._last_index + self.index_every
 
     def _served(self, project: str) -> bool:
@@ -246,8 +246,8 @@ class OnDemand:
             self.say(f"on demand refresh: {done.line()}")
             for problem in done.failed:
                 self.say(f"on demand refresh: {problem}")
-        if done.written:
-            self._index_due = self._index_due or self.clock()
+        if done.written and self.index_every > 0:
+            self._index_due = self._index_due or self._last_index + self.index_every
 
     def _maybe_index(self) -> None:
         """index.html flags projects taken on demand: re-render, at most every index_every."""

@@ -107,7 +107,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             raise UsageError("--auto: no manifest sets auto.allow_hosts; nothing may be fetched")
         auto = AutoFill(lay, hosts, jobs=max(1, args.auto_jobs), say=say)
         say(f"auto-fill on for {', '.join(sorted(hosts))}")
-    demand = _on_demand(lay, paths, args.on_demand_rate, say, warn)
+    demand = _on_demand(lay, paths, args.on_demand_rate, args.index_every, say, warn)
 
     def committed(t: Tally) -> None:
         if auto is not None:
@@ -157,6 +157,7 @@ def _on_demand(
     lay: Layout,
     paths: list[Path],
     per_minute: int,
+    index_every: float,
     say: Callable[[str], None],
     warn: Callable[[str], None],
 ) -> OnDemand | None:
@@ -176,7 +177,8 @@ def _on_demand(
         return None
     from withcache.ondemand import OnDemand
 
-    worker = OnDemand(lay, configs, per_minute=per_minute, say=say).start()
+    worker = OnDemand(lay, configs, per_minute=per_minute, say=say, index_every=index_every)
+    worker.start()
     globs = sorted({g for c in configs for g in c.on_demand})
     say(f"on demand: Python projects matching {', '.join(globs)}, at most {per_minute}/min")
     worker.offer_open_misses()
