@@ -12,7 +12,8 @@ What a flood of bad names (typos, scanners) cannot do, in order of the checks:
   - a project the index already serves, or that failed or was absent upstream a short
     while ago (attempts.py: a negative cache and a backoff), costs no request;
   - at most `per_minute` projects a minute reach the upstream; the rest are dropped.
-Each of these is counted (counters `ondemand_*`, shown by the report), and memory stays
+Each of these is counted (counters ondemand_refused, _outside, _queue_full, _backoff,
+_over_rate; and _taken, _absent, _failed, _refreshes), shown by the report. Memory stays
 bounded: the queue, the set of queued names and the last minute's attempts.
 """
 
@@ -34,17 +35,6 @@ from withcache.pyindex.config import PythonConfig
 QUEUE = 256  # projects waiting; more are dropped (and offered again on their next request)
 PER_MINUTE = 30  # upstream attempts a minute, at most
 INDEX_EVERY = 60.0  # seconds between index.html re-renders after takes (0: never)
-COUNTERS = (
-    "ondemand_taken",
-    "ondemand_absent",
-    "ondemand_failed",
-    "ondemand_refused",  # not a project name
-    "ondemand_outside",  # outside every on_demand glob
-    "ondemand_queue_full",
-    "ondemand_over_rate",
-    "ondemand_backoff",  # absent or failed a short while ago
-    "ondemand_refreshes",
-)
 
 
 class OnDemand:
@@ -141,11 +131,6 @@ class OnDemand:
                 pass
             self._thread.join()
         self._flush()
-
-    def idle(self) -> bool:
-        """Nothing queued and nothing being taken (for tests and benches)."""
-        with self._lock:
-            return not self._queued
 
     # --- the worker thread ------------------------------------------------------------
 
