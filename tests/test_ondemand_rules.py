@@ -362,3 +362,38 @@ def test_narrowing_the_globs_drops_the_project_and_prune_its_files(
         conn.close()
     assert left == {"python"}
     assert not list((data.www / "b").rglob("*od_app*"))  # pruned with --prune
+
+
+def test_a_take_waits_for_the_index_lock_and_a_sync_render_keeps_its_pages(
+    data: Layout, upstream: Origin, tmp_path: Path
+) -> None:
+    """The two writers of www/simple/ take turns: a take does not write while sync's last
+    step holds the lock, and that step, run after it, keeps what the take published."""
+    import threading
+
+    from withcache.pyindex import model, publish
+    from withcache.pyindex.model import IndexPlan
+
+    cfg = config(tmp_path, upstream.base + "/json/simple/")
+    model.save(data, IndexPlan())  # sync's plan: nothing of its own
+    result: list[take.Outcome] = []
+    with publish.held(data):  # as sync's publish step does
+        worker = threading.Thread(
+            target=lambda: result.append(
+                take.take(data, cfg, "od-app", take.Settings(data.state / "uv-cache"))
+            )
+        )
+        worker.start()
+        deadline = time.monotonic() + 60
+        while not all(upstream.seen(f"/json/simple/{d}/") for d in DEPS):  # resolved, pages read
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.5)  # the take now waits for the lock: it fetches and writes nothing
+        assert not any((data.www / "b").iterdir())  # nothing fetched either
+        assert not (data.www / "simple" / "od-app").exists()
+        assert not demand.record_path(data).exists()
+    worker.join(60)
+    assert result and result[0].status == "taken"
+    publish.render(data, [cfg])  # sync's last step, after the take
+    root = json.loads((data.www / "simple" / "index.v1json").read_text())
+    assert {p["name"] for p in root["projects"]} == {"od-app", *DEPS}
