@@ -62,14 +62,19 @@ report:
 demo: .setup-done
 	$(PYTHON) -m withcache.demo
 
-bench: .setup-done
+# The benches' own tools (wrk, ab, openssl, rsync): bench/setup installs what is missing.
+.bench-setup-done: bench/setup
+	bash bench/setup
+	@touch $@
+
+bench: .setup-done .bench-setup-done
 	$(PYTHON) bench/run_all.py
 
-bench-quick: .setup-done
+bench-quick: .setup-done .bench-setup-done
 	$(PYTHON) bench/run_all.py --quick
 
 install-shims:
 	$(WITHCACHE) install-shims $(if $(SHADOW),--shadow) $(PREFIX)/bin
 
 clean:
-	rm -rf .pytest_cache build dist *.egg-info .setup-done
+	rm -rf .pytest_cache build dist *.egg-info .setup-done .bench-setup-done

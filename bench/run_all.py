@@ -34,11 +34,12 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 SUITE = {False: 745, True: 163}
 BUDGET = {  # area: (full, quick); indexed by the --quick flag (False 0, True 1)
     "serve": (90, 28),
-    "sync": (160, 34),
+    "sync": (140, 30),
     "index": (45, 6),
     "shim": (100, 10),
     "watch": (90, 14),
-    "pyindex": (110, 26),
+    "pyindex": (80, 22),
+    "ondemand": (50, 8),
     "replicas": (150, 45),
 }
 DEFAULT = (60, 10)

@@ -141,25 +141,23 @@ def _classify(
     uri: str, status: int, method: str, stamp: object, nbytes: object, addr: object, ua: object
 ) -> Parsed:
     if uri.startswith("/b/"):
-        if status == 404:
-            if method != "GET" and method != "HEAD":
-                return IGNORED
-            wanted = _wanted(uri.partition("?")[0]) if len(uri) <= MAX_URI else None
-            if wanted is None:
-                return _LONG_URI if len(uri) > MAX_URI else _BAD_TOKEN
-            when = _when(stamp)
-            if when is None:
-                return _BAD_TIME
+        miss = status == 404 and (method == "GET" or method == "HEAD")
+        if not miss and not ((status == 200 or status == 206) and method == "GET"):
+            return IGNORED
+        if len(uri) > MAX_URI:
+            return _LONG_URI
+        path = uri.partition("?")[0]
+        wanted = _wanted(path) if miss else None
+        served = None if miss else _served_key(path)
+        if wanted is None and served is None:
+            return _BAD_TOKEN
+        when = _when(stamp)
+        if when is None:
+            return _BAD_TIME
+        if wanted is not None:
             return Miss(wanted[0], wanted[1], when, *_client(addr, ua))
-        if (status == 200 or status == 206) and method == "GET":
-            key = _served_key(uri.partition("?")[0]) if len(uri) <= MAX_URI else None
-            if key is None:
-                return _LONG_URI if len(uri) > MAX_URI else _BAD_TOKEN
-            when = _when(stamp)
-            if when is None:
-                return _BAD_TIME
-            return Hit(key, nbytes if type(nbytes) is int and nbytes > 0 else 0, when)
-        return IGNORED
+        assert served is not None
+        return Hit(served, nbytes if type(nbytes) is int and nbytes > 0 else 0, when)
     if status == 404 and uri.startswith("/simple/"):
         if method != "GET" and method != "HEAD":
             return IGNORED

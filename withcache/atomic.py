@@ -10,8 +10,11 @@ survives a crash. On any error the temp file is removed and the target is untouc
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -47,3 +50,32 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make everything written to the filesystem holding `path` durable, with one call.
+
+    syncfs(2) on Linux: for a group of files, one flush instead of an fsync each (the
+    placer's groups of small downloads). Elsewhere, os.sync().
+    """
+    syncfs = _syncfs()
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}", str(path))
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return fn

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
@@ -73,8 +74,10 @@ class Downloads:
         policy: fetch.Policy,
         progress: Progress,
         session: Callable[[], requests.Session] = fetch.new_session,
+        partial: Path | None = None,
     ) -> None:
         self.layout = layout
+        self.partial = partial or layout.partial  # another writer keeps its own partials
         self.jobs = max(1, jobs)
         self.policy = policy
         self.progress = progress
@@ -137,20 +140,21 @@ class Downloads:
             sha256=w.sha256,
             etag=known.etag if known else None,
             last_modified=known.last_modified if known else None,
+            header_hosts=w.header_hosts,
         )
         self.progress.file_started(w.key, w.name, None)
         try:
             result = fetch.fetch(
                 self._session(),
                 req,
-                self.layout.partial,
+                self.partial,
                 self.policy,
                 progress=lambda n: self._advance(w.key, n),
                 on_length=lambda total: self.progress.file_started(w.key, w.name, total),
                 on_retry=lambda msg: self.progress.note(f"{w.url}: {msg}"),
             )
         except fetch.DiskFull as exc:
-            fetch.discard_partial(self.layout.partial, w.key)  # space first, resume later
+            fetch.discard_partial(self.partial, w.key)  # space first, resume later
             self._queue.put(_Failed(w, self._disk_full(exc)))
             return
         except fetch.FetchFailed as exc:
@@ -194,13 +198,28 @@ class Downloads:
                         break
                     batch.append(item)
                 if conn is None:
-                    conn = store.connect(self.layout.db)
+                    conn = self._connect()
                 self._settle(conn, batch)
         finally:
             if conn is not None:
                 conn.close()
 
-    def _settle(self, conn: sqlite3.Connection, batch: list[_Done | _Unchanged | _Failed]) -> None:
+    def _connect(self) -> sqlite3.Connection | None:
+        """The placer's connection; None when the DB cannot even be opened (a full disk):
+        then nothing is placed, and every download is reported as failed."""
+        try:
+            return store.connect(self.layout.db)
+        except (OSError, sqlite3.Error) as exc:
+            self._warn(f"cannot open the state DB: {_db_or_disk(exc, self.layout)}")
+            return None
+
+    def _warn(self, note: str) -> None:
+        if note not in self.outcome.warnings:
+            self.outcome.warnings.append(note)
+
+    def _settle(
+        self, conn: sqlite3.Connection | None, batch: list[_Done | _Unchanged | _Failed]
+    ) -> None:
         for u in batch:
             if isinstance(u, _Unchanged):
                 self.outcome.unchanged += 1
@@ -212,7 +231,7 @@ class Downloads:
             if isinstance(f, _Failed):
                 self._fail(conn, f.wanted, f.error)
 
-    def _place(self, conn: sqlite3.Connection, done: list[_Done]) -> None:
+    def _place(self, conn: sqlite3.Connection | None, done: list[_Done]) -> None:
         items = [
             placement.Item(
                 d.result,
@@ -225,6 +244,8 @@ class Downloads:
             for d in done
         ]
         try:
+            if conn is None:
+                raise sqlite3.OperationalError("the state DB could not be opened")
             placement.install_many(self.layout, conn, items)
         except (OSError, sqlite3.Error) as exc:
             for d in done:
@@ -232,21 +253,21 @@ class Downloads:
             return
         for d in done:
             w, r = d.job.wanted, d.result
-            fetch.discard_partial(self.layout.partial, w.key)
+            fetch.discard_partial(self.partial, w.key)
             self.outcome.fetched += 1
             self.outcome.bytes += r.size - r.resumed_from
             resumed = f", resumed at {human(r.resumed_from)}" if r.resumed_from else ""
             self.progress.file_done(w.key, f"fetched {w.url} ({human(r.size)}{resumed})")
 
-    def _fail(self, conn: sqlite3.Connection, w: Wanted, error: str) -> None:
+    def _fail(self, conn: sqlite3.Connection | None, w: Wanted, error: str) -> None:
         self.outcome.failed.append((w, error))
         self.progress.file_done(w.key, f"FAILED {w.url} ({w.where}): {error}", ok=False)
+        if conn is None:
+            return
         try:
             store.record_failure(conn, w.key, w.url, error)
         except (OSError, sqlite3.Error) as exc:
-            note = f"could not record the failure of {w.url}: {_db_or_disk(exc, self.layout)}"
-            if note not in self.outcome.warnings:
-                self.outcome.warnings.append(note)
+            self._warn(f"could not record a failure: {_db_or_disk(exc, self.layout)}")
 
 
 def free_space(layout: Layout) -> str:

@@ -16,21 +16,25 @@ import hashlib
 import json
 import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
-from withcache import __version__, atomic
+from withcache import __version__, atomic, fmt
 from withcache.errors import FetchError
 from withcache.placement import Verified
 
 CHUNK = 1 << 20  # one read fills one buffer: the most we lose to a reset, the progress step
 BUFFERS = 8
+INLINE = 4 << 20  # hash a file's first bytes inline; a helper thread takes the rest
 FLUSH_EVERY = 64 << 20
+WATCHDOG_TICK = 0.5  # seconds: how late a stalled read is cut at most
 USER_AGENT = f"withcache-sync/{__version__}"
 
 Progress = Callable[[int], None]
@@ -46,6 +50,8 @@ class Request:
     sha256: str | None = None
     etag: str | None = None  # for a conditional re-fetch (--refresh)
     last_modified: str | None = None
+    # Hosts besides the URL's own origin that may receive `headers` (after a redirect).
+    header_hosts: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -64,12 +70,14 @@ class FetchFailed(FetchError):
 
 
 class DiskFull(FetchFailed):
-    """The data dir's filesystem is full; `total` is the download's size when known."""
+    """The data dir's filesystem is full (or at min_free); `total` is the download's size
+    when known."""
 
-    def __init__(self, total: int | None, wrote: int) -> None:
+    def __init__(self, total: int | None, wrote: int, min_free: int = 0) -> None:
         super().__init__("no space left on device")
         self.total = total
         self.wrote = wrote
+        self.min_free = min_free
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,13 @@ class Policy:
     read_timeout: float = 60.0
     attempts: int = 4
     backoff: float = 1.0
+    # A download slower than this over any CHUNK fails (a trickle never ends otherwise:
+    # the read timeout applies to each receive, and a byte a second satisfies it).
+    min_rate: float = 8 << 10
+    deadline: float | None = None  # seconds for a whole download, when set
+    max_size: int = 64 << 30  # the most one download may write (an endless body stops)
+    min_free: int = 0  # bytes the data dir's filesystem keeps free; a download stops first
+    max_redirects: int = 20
 
 
 def partial_paths(partial_dir: Path, key: str) -> tuple[Path, Path]:
@@ -150,17 +165,7 @@ def _fetch_once(
         elif req.last_modified:
             headers["If-Modified-Since"] = req.last_modified
 
-    try:
-        resp = session.get(
-            req.url,
-            headers=headers,
-            stream=True,
-            timeout=(policy.connect_timeout, policy.read_timeout),
-            allow_redirects=True,
-        )
-    except requests.RequestException as exc:
-        raise FetchFailed(f"cannot connect: {_reason(exc)}", retry=True) from exc
-
+    resp = _get(session, req, headers, policy)
     with resp:
         if resp.status_code == 304:
             return None
@@ -183,10 +188,13 @@ def _fetch_once(
         expected = _expected_total(resp, offset)
         if on_length:
             on_length(expected)
+        _check_room(partial_dir, expected, offset, policy)
         meta = {"url": req.url, "etag": etag, "last_modified": last_modified}
         try:
             atomic.write(meta_path, json.dumps(meta).encode(), durable=False)
-            digest, size = _stream_to(resp, part, offset, progress)
+            digest, size, synced = _stream_to(
+                resp, part, offset, progress, _Limits(policy, partial_dir)
+            )
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
@@ -197,17 +205,137 @@ def _fetch_once(
     if req.sha256 and digest != req.sha256:
         discard_partial(partial_dir, req.key)
         raise FetchFailed(f"sha256 mismatch: expected {req.sha256}, origin sent {digest}")
-    return Result(part, size, digest, etag, last_modified, resumed_from=offset)
+    return Result(part, size, digest, etag, last_modified, synced, resumed_from=offset)
+
+
+def _get(
+    session: requests.Session, req: Request, headers: dict[str, str], policy: Policy
+) -> requests.Response:
+    """GET, following redirects ourselves: the manifest's headers go only to the entry's
+    own origin (and to hosts it names), a loop or a redirect to anything but http(s) is
+    one clear error instead of a retried "cannot connect"."""
+    url = req.url
+    own = _origin(url)
+    secret = {k.lower() for k in req.headers}
+    seen = {url}
+    for _hop in range(policy.max_redirects + 1):
+        try:
+            resp = session.get(
+                url,
+                headers=headers,
+                stream=True,
+                timeout=(policy.connect_timeout, policy.read_timeout),
+                allow_redirects=False,
+            )
+        except requests.exceptions.InvalidURL as exc:
+            raise FetchFailed(f"refused: {_reason(exc)}") from exc
+        except requests.RequestException as exc:
+            raise FetchFailed(f"cannot connect: {_reason(exc)}", retry=True) from exc
+        location = resp.headers.get("Location") if resp.is_redirect else None
+        if location is None:
+            return resp
+        resp.close()
+        target = urljoin(url, location)
+        scheme = urlsplit(target).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise FetchFailed(f"{url} redirects to {target!r}: not an http(s) URL; not followed")
+        if target in seen:
+            raise FetchFailed(f"redirect loop: {url} leads back to {target}")
+        seen.add(target)
+        if resp.status_code == 303:
+            headers = {k: v for k, v in headers.items() if k.lower() not in ("range", "if-range")}
+        origin = _origin(target)
+        if origin != own and not _named(origin, req.header_hosts):
+            headers = {k: v for k, v in headers.items() if k.lower() not in secret}
+        url = target
+    raise FetchFailed(f"more than {policy.max_redirects} redirects from {req.url}")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port filled in: what a header may go to."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(scheme)
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _named(origin: tuple[str, str, int | None], hosts: frozenset[str]) -> bool:
+    """Is this origin's host (or host:port) one the entry names for its headers?"""
+    _scheme, host, port = origin
+    return host in hosts or f"{host}:{port}" in hosts
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding `path`."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _check_room(partial_dir: Path, expected: int | None, offset: int, policy: Policy) -> None:
+    """A download of known size that would leave less than min_free is refused at once."""
+    if expected is None or not policy.min_free:
+        return
+    left = free_bytes(partial_dir) - (expected - offset)
+    if left < policy.min_free:
+        raise FetchFailed(
+            f"refused: {fmt.human(expected)} would leave {fmt.human(max(left, 0))} free on the "
+            f"data dir's filesystem, under min_free {fmt.human(policy.min_free)}"
+        )
+
+
+class _Limits:
+    """Stops a download that writes too much, leaves too little room, or is too slow.
+
+    Size and room are checked between reads. Slowness cannot be seen from here, since
+    one read blocks until its buffer is full: a watchdog thread closes the connection
+    of a read that takes longer than CHUNK at min_rate (or passes the deadline).
+    """
+
+    def __init__(self, policy: Policy, partial_dir: Path) -> None:
+        self.policy = policy
+        self.partial_dir = partial_dir
+        self.started = time.monotonic()
+        self.tripped: str | None = None
+
+    def check(self, size: int) -> None:
+        p = self.policy
+        if size > p.max_size:
+            raise FetchFailed(
+                f"stopped at {fmt.human(p.max_size)}: the most one download may write "
+                "(max_size); the origin sent more"
+            )
+        if p.min_free and free_bytes(self.partial_dir) < p.min_free:
+            raise DiskFull(None, size, min_free=p.min_free)
+
+    def read_deadline(self) -> float:
+        """When the read about to start must have finished."""
+        p = self.policy
+        due = time.monotonic() + max(1.0, CHUNK / p.min_rate)
+        if p.deadline is not None:
+            due = min(due, self.started + p.deadline)
+        return due
+
+    def why(self) -> str:
+        p = self.policy
+        if p.deadline is not None and time.monotonic() >= self.started + p.deadline:
+            return f"took longer than the deadline of {p.deadline:g}s"
+        return f"slower than the minimum rate of {fmt.human(p.min_rate)}/s"
 
 
 def _stream_to(
-    resp: requests.Response, part: Path, offset: int, progress: Progress | None
-) -> tuple[str, int]:
-    """Append the body to `part` from `offset`; return (sha256 of the whole file, size)."""
+    resp: requests.Response, part: Path, offset: int, progress: Progress | None, limits: _Limits
+) -> tuple[str, int, bool]:
+    """Append the body to `part` from `offset`; return (sha256 of the whole file, size,
+    fsynced?). A file smaller than FLUSH_EVERY is left for placement to flush with the
+    rest of its group; a larger one is fsynced here, mostly in the background."""
     hasher = _Hasher()
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
     fd = os.open(part, flags, 0o644)
     flusher = _Flusher(fd)
+    watch = _watchdog.watch(resp)
     try:
         if offset:
             hasher.feed_file(part, offset)
@@ -215,14 +343,20 @@ def _stream_to(
         readinto = _body_reader(resp)
         while True:
             buf = hasher.free_buffer()
+            watch.due(limits.read_deadline())
             try:
                 n = readinto(buf)
             except Exception as exc:  # urllib3/http.client raise many types here
                 hasher.give_back(buf)
                 os.fsync(fd)
+                if watch.fired:
+                    raise FetchFailed(f"stopped after {size} bytes: {limits.why()}") from exc
                 raise FetchFailed(
                     f"connection broken after {size} bytes: {_reason(exc)}", retry=True
                 ) from exc
+            if watch.fired:  # the watchdog shut the socket: what came is not the end
+                hasher.give_back(buf)
+                raise FetchFailed(f"stopped after {size} bytes: {limits.why()}")
             if not n:
                 hasher.give_back(buf)
                 break
@@ -235,27 +369,91 @@ def _stream_to(
             flusher.wrote(n)
             if progress:
                 progress(n)
+            limits.check(size)
         flusher.close()
-        os.fsync(fd)  # only what the flusher has not written back yet
-        return hasher.hexdigest(), size
+        synced = flusher.started
+        if synced:
+            os.fsync(fd)  # only what the flusher has not written back yet
+        return hasher.hexdigest(), size, synced
     finally:
+        watch.done()
         flusher.close()
         os.close(fd)
         hasher.close()
 
 
+class _Watch:
+    """One download's entry in the watchdog: when its current read must finish."""
+
+    def __init__(self, dog: _Watchdog, sock: socket.socket | None) -> None:
+        self._dog = dog
+        self.sock = sock
+        self.deadline = float("inf")
+        self.fired = False
+
+    def due(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def done(self) -> None:
+        self._dog.forget(self)
+
+
+class _Watchdog:
+    """One thread for the whole process, waking once a second: it shuts the socket of a
+    read that passed its deadline, which makes the blocked read return at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: set[_Watch] = set()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, resp: requests.Response) -> _Watch:
+        w = _Watch(self, _socket_of(resp))
+        with self._lock:
+            self._watches.add(w)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+                self._thread.start()
+        return w
+
+    def forget(self, w: _Watch) -> None:
+        with self._lock:
+            self._watches.discard(w)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(WATCHDOG_TICK)
+            now = time.monotonic()
+            with self._lock:
+                late = [w for w in self._watches if w.deadline <= now and not w.fired]
+            for w in late:
+                w.fired = True
+                if w.sock is not None:
+                    with contextlib.suppress(OSError):
+                        w.sock.shutdown(socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
+
+
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    conn = getattr(resp.raw, "connection", None) or getattr(resp.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
 class _Flusher:
     """fdatasync in the background every FLUSH_EVERY bytes, so the disk writes while
     the network reads and the final fsync (atomic placement needs it) is short
-    instead of a pause of half a second per GiB."""
+    instead of a pause of half a second per GiB. Its thread starts with the first
+    flush: a small file costs no thread."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._pending = 0
         self._due = threading.Event()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="fdatasync", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
         while True:
@@ -270,13 +468,21 @@ class _Flusher:
         self._pending += n
         if self._pending >= FLUSH_EVERY:
             self._pending = 0
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fdatasync", daemon=True)
+                self._thread.start()
             self._due.set()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def close(self) -> None:
         if not self._stop:
             self._stop = True
-            self._due.set()
-            self._thread.join()
+            if self._thread is not None:
+                self._due.set()
+                self._thread.join()
 
 
 def _body_reader(resp: requests.Response) -> Callable[[bytearray], int]:
@@ -298,7 +504,9 @@ _spare = threading.local()  # each sync worker keeps its buffers from file to fi
 
 
 class _Hasher:
-    """sha256 in a helper thread over a small pool of reusable buffers.
+    """sha256 over a small pool of reusable buffers, in a helper thread once a file is
+    past INLINE bytes (hashlib releases the GIL, so hashing then overlaps the network
+    and the disk). Below that, hashing inline costs less than starting a thread.
 
     The buffers (8 x 1 MiB) are allocated once per worker thread, not per file:
     zero-filling them cost milliseconds, most of the time of fetching a 1 MiB file.
@@ -312,8 +520,8 @@ class _Hasher:
         _spare.buffers = None
         for buf in buffers:
             self._free.put(buf)
-        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self._inline = 0
         self._done = False
 
     def _run(self) -> None:
@@ -342,6 +550,14 @@ class _Hasher:
         self._free.put(buf)
 
     def feed(self, buf: bytearray, n: int) -> None:
+        if self._thread is None:
+            if self._inline + n <= INLINE:
+                self._inline += n
+                self._h.update(memoryview(buf)[:n])
+                self._free.put(buf)
+                return
+            self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+            self._thread.start()
         self._full.put((buf, n))
 
     def hexdigest(self) -> str:
@@ -352,8 +568,9 @@ class _Hasher:
         """Stop the thread (after it hashed everything fed); never leak it. Keep the
         buffers for this worker's next file when all of them came back."""
         if not self._done:
-            self._full.put(None)
-            self._thread.join()
+            if self._thread is not None:
+                self._full.put(None)
+                self._thread.join()
             self._done = True
             buffers = []
             while not self._free.empty():

@@ -6,19 +6,23 @@ autoescaped: miss URLs come from whoever sends a request, so they are hostile.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 from withcache import __version__, atomic, keys, role, store
-from withcache.fmt import human, iso_or_none, visible, when
+from withcache.fmt import human, iso_or_none, json_text, visible, when
 from withcache.layout import Layout
 from withcache.misses import listing as open_misses
+
+_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,13 @@ def _shown(value: object) -> object:
 
 def html_env() -> jinja2.Environment:
     """Autoescaped: URLs and user agents in misses are whatever a client sent."""
+    import jinja2  # only what renders pages pays for importing it
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("withcache", "templates"),
         # compiling the templates took ~0.3 s of every sync that re-renders the index
-        bytecode_cache=jinja2.FileSystemBytecodeCache(),
+        # keyed by this module's text: compiled code depends on the options set here
+        bytecode_cache=jinja2.FileSystemBytecodeCache(pattern=f"__withcache_{_CODE}_%s.cache"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -99,6 +106,20 @@ def gather(
     return rows, misses
 
 
+def on_demand_pending(layout: Layout) -> list[tuple[str, float]]:
+    """Python projects taken on demand, not yet in a manifest (flagged like auto-fill),
+    with when they were taken."""
+    if not (layout.state / "ondemand.json").exists():
+        return []
+    from withcache.pyindex import demand
+
+    return list(demand.pending(layout).items())
+
+
+def on_demand(layout: Layout) -> list[dict[str, Any]]:
+    return [{"project": p, "taken_at": t} for p, t in on_demand_pending(layout)]
+
+
 def render(layout: Layout, *, timestamp: bool = True) -> int:
     """Write index.html and catalog.json from the state DB; return the artifact count."""
     role.refuse_writes(layout, "rendering the index")  # not on a replica or an edge
@@ -108,6 +129,7 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
         rows, misses = gather(conn, layout.www)
     finally:
         conn.close()
+    taken = on_demand(layout)
     generated = time.time() if timestamp else None
     html = (
         html_env()
@@ -119,14 +141,17 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
             generated=when(generated),
             version=__version__,
             has_report=(layout.www / "report.html").exists(),
+            on_demand=taken,
         )
     )
     atomic.write(layout.www / "index.html", html.encode())
-    atomic.write(layout.www / "catalog.json", catalog_json(rows, generated).encode())
+    atomic.write(layout.www / "catalog.json", catalog_json(rows, generated, taken).encode())
     return len(rows)
 
 
-def catalog_json(rows: list[Row], generated: float | None) -> str:
+def catalog_json(
+    rows: list[Row], generated: float | None, on_demand: list[dict[str, Any]] | None = None
+) -> str:
     artifacts = [
         {
             "name": r.name,
@@ -143,6 +168,12 @@ def catalog_json(rows: list[Row], generated: float | None) -> str:
     ]
     # One artifact per line: diffable, and json's C encoder (not used with indent=)
     # keeps a 100,000-artifact catalog fast.
-    head = json.dumps({"generated": iso_or_none(generated), "count": len(rows)})[:-1]
-    body = ",\n ".join(json.dumps(a, ensure_ascii=False) for a in artifacts)
+    head_doc: dict[str, Any] = {"generated": iso_or_none(generated), "count": len(rows)}
+    if on_demand:  # "on demand, not yet in a manifest"
+        head_doc["python_on_demand"] = [
+            {"project": t["project"], "taken_at": iso_or_none(t["taken_at"]), "in_manifest": False}
+            for t in on_demand
+        ]
+    head = json.dumps(head_doc)[:-1]
+    body = ",\n ".join(json_text(a) for a in artifacts)
     return f'{head}, "artifacts": [\n {body}\n]}}\n'

@@ -26,7 +26,7 @@ from withcache.yamlnodes import LOADER, Ctx, boolean, is_null, mapping, sha256, 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 TOP_KEYS = {"defaults", "artifacts", "auto", "python"}
 DEFAULT_KEYS = {"keep_query", "headers"}
-ENTRY_KEYS = {"url", "sha256", "headers", "keep_query"}
+ENTRY_KEYS = {"url", "sha256", "headers", "header_hosts", "keep_query"}
 AUTO_KEYS = {"allow_hosts"}
 
 
@@ -54,6 +54,9 @@ class Entry:
     sha256: str | None = None
     keep_query: bool = False
     headers: tuple[Header, ...] = ()
+    # Other hosts that may receive `headers` when the origin redirects there; by default
+    # they go to the URL's own origin (scheme, host, port) only.
+    header_hosts: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
@@ -247,6 +250,7 @@ def _artifacts(
 def _entry(item: yaml.Node, defaults: tuple[bool, tuple[Header, ...]], ctx: Ctx) -> Entry | None:
     keep_query, headers = defaults
     sha: str | None = None
+    header_hosts: tuple[str, ...] = ()
     if isinstance(item, yaml.ScalarNode):
         url_node: yaml.Node = item
     else:
@@ -267,13 +271,16 @@ def _entry(item: yaml.Node, defaults: tuple[bool, tuple[Header, ...]], ctx: Ctx)
             merged = {h.name.lower(): h for h in headers}
             merged.update({h.name.lower(): h for h in own})
             headers = tuple(merged.values())
+        if "header_hosts" in m:
+            header_hosts = tuple(hosts(m["header_hosts"], ctx, "header_hosts"))
     url = string(url_node, ctx, "url")
     if url is None:
         return None
     key = url_key(url, keep_query, url_node, ctx)
     if key is None:
         return None
-    return Entry(url, key, ctx.file, url_node.start_mark.line + 1, sha, keep_query, headers)
+    line = url_node.start_mark.line + 1
+    return Entry(url, key, ctx.file, line, sha, keep_query, headers, header_hosts)
 
 
 def url_key(url: str, keep_query: bool, node: yaml.Node, ctx: Ctx) -> str | None:
@@ -305,19 +312,23 @@ def _auto(node: yaml.Node | None, ctx: Ctx) -> list[str]:
     m = mapping(node, ctx, "auto", AUTO_KEYS)
     if m is None or "allow_hosts" not in m:
         return []
-    seq = m["allow_hosts"]
+    return hosts(m["allow_hosts"], ctx, "auto.allow_hosts")
+
+
+def hosts(seq: yaml.Node, ctx: Ctx, what: str) -> list[str]:
+    """A list of bare host names (or host:port), lower-cased."""
     if not isinstance(seq, yaml.SequenceNode):
-        ctx.add(seq, "auto.allow_hosts must be a list of host names")
+        ctx.add(seq, f"{what} must be a list of host names")
         return []
-    hosts = []
+    out = []
     for h in seq.value:
-        host = string(h, ctx, "an allowed host")
+        host = string(h, ctx, f"an entry of {what}")
         if host is not None:
             if "/" in host or " " in host:
-                ctx.add(h, f"allowed host must be a bare host name, got {host!r}")
+                ctx.add(h, f"{what}: a host must be a bare host name, got {host!r}")
             else:
-                hosts.append(host.lower())
-    return hosts
+                out.append(host.lower())
+    return out
 
 
 def _cross_file_problems(entries: list[Entry]) -> list[Problem]:

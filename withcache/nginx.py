@@ -15,10 +15,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from withcache import keys
+
+if TYPE_CHECKING:
+    import jinja2
 from withcache.errors import NginxError
 from withcache.layout import Layout
 
@@ -83,6 +85,8 @@ def listen_directive(addr: str) -> str:
 
 
 def _env() -> jinja2.Environment:
+    import jinja2  # not needed by the commands that only import this module's helpers
+
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         autoescape=False,  # nginx syntax, not HTML

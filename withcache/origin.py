@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+ENDLESS_CAP = 8 << 30
+ENDLESS_SECONDS = 120.0
+
 
 @dataclass
 class Route:
@@ -27,8 +30,10 @@ class Route:
     ranges: bool = True
     etag: str | None = None
     last_modified: float = 1_700_000_000.0
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
     content_length: bool = True
+    endless: bool = False  # repeat the body with no length until the client leaves
+    trickle: int = 0  # bytes per second, in 4 pieces a second
 
 
 @dataclass
@@ -111,6 +116,8 @@ class Origin:
         if route.status != 200:
             h.send_response(route.status)
             h.send_header("Content-Length", "0")
+            for k, v in route.headers.items():
+                h.send_header(k, v)
             h.end_headers()
             return
         body, start, status = route.body, 0, 200
@@ -140,7 +147,7 @@ class Origin:
             h.end_headers()
             return
         h.send_response(status)
-        if route.content_length:
+        if route.content_length and not route.endless:
             h.send_header("Content-Length", str(len(body)))
         else:
             h.send_header("Connection", "close")
@@ -160,6 +167,9 @@ class Origin:
 
     @staticmethod
     def _send_body(h: BaseHTTPRequestHandler, body: bytes, route: Route, dropping: bool) -> None:
+        if route.endless or route.trickle:
+            Origin._send_forever(h, body, route)
+            return
         limit = route.drop_after if dropping and route.drop_after is not None else len(body)
         view = memoryview(body)[:limit]
         step = 1 << 16 if route.slow else 1 << 20
@@ -177,3 +187,23 @@ class Origin:
                 h.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    @staticmethod
+    def _send_forever(h: BaseHTTPRequestHandler, body: bytes, route: Route) -> None:
+        """An origin that never finishes: the body again and again (endless), or the body
+        a few bytes at a time (trickle). Bounded all the same: ENDLESS_CAP bytes or
+        ENDLESS_SECONDS, whichever comes first, then the connection closes."""
+        started = time.monotonic()
+        sent = 0
+        piece = max(1, route.trickle // 4) if route.trickle else 1 << 20
+        chunk = (body * (piece // max(1, len(body)) + 1))[:piece] if body else b"\0" * piece
+        try:
+            while sent < ENDLESS_CAP and time.monotonic() - started < ENDLESS_SECONDS:
+                h.wfile.write(chunk)
+                sent += len(chunk)
+                if route.trickle:
+                    h.wfile.flush()
+                    time.sleep(0.25)
+        except OSError:
+            return
+        h.close_connection = True

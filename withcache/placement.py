@@ -21,7 +21,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from withcache import keys, lock, store, tree
+from withcache import atomic, keys, lock, store, tree
 from withcache.layout import Layout
 
 CHUNK = 1 << 20
@@ -36,6 +36,7 @@ class Verified:
     sha256: str
     etag: str | None = None
     last_modified: str | None = None
+    synced: bool = True  # fsynced already; else placement makes it durable (grouped)
 
     @property
     def mtime(self) -> float | None:
@@ -97,16 +98,24 @@ def install_many(
 
     Replaced blobs go first, so a crash between the steps leaves a record without
     its blob (sync fetches it again), never a blob its record does not describe.
+    Every file is durable before its rename: files not yet fsynced are flushed by one
+    syncfs for the group, and so are the renames after them (one call, not an fsync
+    per file and per directory).
     """
     now = time.time()
     records = [i.record(now) for i in items]
+    grouped = len(items) > 1 or any(not i.file.synced for i in items)
+    if any(not i.file.synced for i in items):
+        atomic.sync_filesystem(layout.partial)
     with held(layout):
         for i in items:
             if i.replacing:
                 tree.remove(layout, i.key)
         store.put_artifacts(conn, records)
         for i in items:
-            tree.place(layout, i.file.path, i.key, i.file.mtime)
+            tree.place(layout, i.file.path, i.key, i.file.mtime, durable=not grouped)
+        if grouped:
+            atomic.sync_filesystem(layout.partial)
     return records
 
 

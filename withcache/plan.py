@@ -25,6 +25,7 @@ class Wanted:
     sha256: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     source: str = "manifest"
+    header_hosts: frozenset[str] = frozenset()  # hosts besides the origin that get headers
 
 
 @dataclass(frozen=True)

@@ -302,8 +302,9 @@ def _staging(layout: Layout) -> Iterator[Path]:
 def take_snapshot(layout: Layout, staging: Path, *, wait: bool) -> Path:
     """Hard links of www/ (plus the replica marker) under `staging`; returns its root.
 
-    Held: the sync lock (no sync rewrites pages or prunes meanwhile) and the placement
-    lock (no blob is replaced or removed). Writers that hold neither only add, and
+    Held, in the order every writer takes them: the sync lock (no sync rewrites pages
+    or prunes meanwhile), the Python index lock (no on-demand project is published) and
+    the placement lock (no blob is replaced or removed). Writers that hold neither only add, and
     they add a file before the page that lists it: linking pages breadth-first
     (parents first) and blobs after them captures nothing a captured page lacks.
     """
@@ -312,7 +313,12 @@ def take_snapshot(layout: Layout, staging: Path, *, wait: bool) -> Path:
         "between syncs: wait for it or pass --wait"
     )
     root = staging / "snapshot"
-    with lock.hold(layout.lock, busy, wait), placement.held(layout):
+    pages = layout.state / "pyindex.lock"  # whoever writes www/simple/ holds it
+    with (
+        lock.hold(layout.lock, busy, wait),
+        lock.hold(pages, "index lock busy", wait=True),
+        placement.held(layout),
+    ):
         _link_pages(layout.www, root / "www")
         for top in IMMUTABLE:
             _link_tree(layout.www / top, root / "www" / top)

@@ -7,10 +7,10 @@ creates whatever is missing.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
@@ -96,6 +96,24 @@ SCHEMA = [
         count INTEGER NOT NULL,
         bytes INTEGER NOT NULL
     )""",
+    # Python projects the watcher tried to take on demand: how it went, when to try again
+    # (pyindex/attempts.py).
+    """CREATE TABLE IF NOT EXISTS ondemand (
+        project TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        at REAL NOT NULL,
+        retry_at REAL NOT NULL
+    )""",
+    # Validators of upstream project pages, for conditional refreshes (pyindex/refresh.py).
+    """CREATE TABLE IF NOT EXISTS upstream_pages (
+        url TEXT PRIMARY KEY,
+        etag TEXT,
+        last_modified TEXT,
+        digest TEXT,
+        checked_at REAL NOT NULL
+    )""",
 ]
 
 
@@ -130,16 +148,20 @@ def connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
-@contextmanager
+@contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (a failed COMMIT too)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite may have rolled back already (a full disk does): the original error
+        # is the one to report, not "cannot rollback - no transaction is active".
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def read_artifacts(db: Path) -> dict[str, Artifact]:
@@ -319,3 +341,8 @@ def add_counters(conn: sqlite3.Connection, deltas: dict[str, int]) -> None:
 
 def counters(conn: sqlite3.Connection) -> dict[str, int]:
     return {r[0]: r[1] for r in conn.execute("SELECT name, value FROM counters")}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLite's or the OS's way of saying the filesystem has no room."""
+    return "database or disk is full" in str(exc) or getattr(exc, "errno", None) == 28

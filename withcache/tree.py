@@ -27,8 +27,11 @@ def stat_blob(layout: Layout, key: str) -> os.stat_result | None:
         return None
 
 
-def place(layout: Layout, partial: Path, key: str, mtime: float | None = None) -> Path:
-    """Rename a complete, fsynced, verified partial file into www/b/ (atomic)."""
+def place(
+    layout: Layout, partial: Path, key: str, mtime: float | None = None, *, durable: bool = True
+) -> Path:
+    """Rename a complete, fsynced, verified partial file into www/b/ (atomic). With
+    durable=False the caller makes the rename durable itself (a group: one syncfs)."""
     dest = blob_path(layout, key)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _make_readable(layout.www, dest.parent)
@@ -36,7 +39,8 @@ def place(layout: Layout, partial: Path, key: str, mtime: float | None = None) -
     if mtime is not None:  # nginx's Last-Modified/ETag then follow the origin's
         os.utime(partial, (mtime, mtime))
     os.replace(partial, dest)
-    fsync_dir(dest.parent)
+    if durable:
+        fsync_dir(dest.parent)
     return dest
 
 

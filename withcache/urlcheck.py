@@ -20,7 +20,7 @@ def check(url: str) -> tuple[keys.ParsedURL | None, str | None]:
     """(parsed URL, None) when acceptable, else (None, why)."""
     if WHITESPACE.search(url):
         return None, f"url contains whitespace: {url!r}"
-    hidden = next((c for c in url if unicodedata.category(c) in {"Cc", "Cf"}), None)
+    hidden = None if url.isascii() and url.isprintable() else _hidden(url)
     if hidden is not None:
         return None, (
             f"url contains the control or formatting character U+{ord(hidden):04X}: "
@@ -36,6 +36,11 @@ def check(url: str) -> tuple[keys.ParsedURL | None, str | None]:
     if parsed.userinfo is not None:
         return None, CREDENTIALS
     return parsed, None
+
+
+def _hidden(url: str) -> str | None:
+    """The first control or formatting character (NUL, ESC, U+202E...), if any."""
+    return next((c for c in url if unicodedata.category(c) in {"Cc", "Cf"}), None)
 
 
 def problem(url: str) -> str | None:

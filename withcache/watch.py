@@ -21,6 +21,7 @@ from pathlib import Path
 
 from withcache import index, lock, role, store
 from withcache.accesslog import Hit, Ignored, Invalid, Miss, ProjectMiss, parse_line
+from withcache.errors import WithcacheError
 from withcache.layout import Layout
 from withcache.tail import Block, Changes, Follower, Warn
 
@@ -29,6 +30,7 @@ BATCH_SECONDS = 1.0
 RECHECK = 1.0  # seconds between safety re-checks when no change event arrives
 KNOWN_CLIENTS = 20_000  # (miss, client) pairs remembered as already stored
 SETTLE = 0.1  # re-check interval while a rotated log is still being read
+DISK_FULL_RETRY = 5.0  # seconds between commits tried on a full disk
 
 
 @dataclass
@@ -131,7 +133,7 @@ class Watcher:
 
     def run(self, *, once: bool = False) -> Tally:
         """Follow the log; with `once`, stop at its current end. Returns what was read."""
-        with locked(self.layout), contextlib.closing(store.connect(self.layout.db)) as conn:
+        with locked(self.layout), contextlib.closing(self._connect()) as conn:
             start = store.checkpoint(conn, self.log_id)
             follower = Follower(self.log, start, warn=self.warn)
             try:
@@ -141,6 +143,14 @@ class Watcher:
                 follower.close()
                 self._render_index(force=self._index_due is not None)
         return self.totals
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return store.connect(self.layout.db)
+        except sqlite3.OperationalError as exc:
+            if store.is_disk_full(exc):
+                raise DiskFull(f"the disk holding {self.layout.db} is full; cannot start") from exc
+            raise
 
     def _loop(self, conn: sqlite3.Connection, follower: Follower, once: bool) -> None:
         tally: Tally | None = None
@@ -174,7 +184,7 @@ class Watcher:
         traffic.counters = counts
         fresh = traffic.clients - self._known_clients  # a pair already stored adds nothing
         traffic.clients = fresh
-        store.record_traffic(conn, traffic, self.log_id, at)
+        self._record(conn, traffic, at)
         if len(self._known_clients) + len(fresh) > KNOWN_CLIENTS:
             self._known_clients.clear()  # bounded memory; forgetting only costs an insert
         self._known_clients |= fresh
@@ -184,6 +194,35 @@ class Watcher:
             self._index_due = self._index_due or time.monotonic() + self.index_every
         if self.on_commit is not None:
             self.on_commit(tally)
+
+    def _record(
+        self, conn: sqlite3.Connection, traffic: store.Traffic, at: store.Checkpoint
+    ) -> None:
+        """Commit a batch; on a full disk, say so and try again until there is room (or
+        until stopped). Nothing is lost either way: the checkpoint moves only with the
+        counts, so a restart reads the same lines again."""
+        waited = False
+        while True:
+            try:
+                store.record_traffic(conn, traffic, self.log_id, at)
+            except sqlite3.OperationalError as exc:
+                if not store.is_disk_full(exc):
+                    raise
+                if not waited:
+                    self.warn(
+                        f"the disk holding {self.layout.db} is full: {traffic_lines(traffic)} "
+                        f"are waiting to be recorded; retrying every {DISK_FULL_RETRY:g}s"
+                    )
+                    waited = True
+                if self._stop.wait(DISK_FULL_RETRY):
+                    raise DiskFull(
+                        f"the disk holding {self.layout.db} is full; stopped at byte "
+                        f"{at.offset} of {self.log}; a restart reads on from there"
+                    ) from exc
+                continue
+            if waited:
+                self.warn("there is room again: the waiting lines are recorded")
+            return
 
     def _render_index(self, force: bool = False) -> None:
         """Keep index.html's hit counts and misses fresh, at most every `index_every` s."""
@@ -197,6 +236,15 @@ class Watcher:
             index.render(self.layout)
         except OSError as exc:
             self.warn(f"cannot re-render the index: {exc}")
+
+
+class DiskFull(WithcacheError):
+    """The watcher was stopped while its DB's disk was full (nothing was lost)."""
+
+
+def traffic_lines(traffic: store.Traffic) -> str:
+    n = len(traffic.hits) + len(traffic.misses)
+    return f"counts for {n} artifacts and misses"
 
 
 def log_id(log: Path) -> str:

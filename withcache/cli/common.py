@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from withcache.fmt import parse_size
 from withcache.layout import Layout, default_data_dir
 
 Subparsers = Any  # argparse's _SubParsersAction is private
@@ -79,3 +80,14 @@ def manifests_option(p: argparse.ArgumentParser, help_text: str, dest: str = "ma
 
 def manifest_paths(given: list[Path] | None) -> list[Path]:
     return list(given or [DEFAULT_MANIFESTS])
+
+
+def size_arg(text: str) -> int:
+    """argparse type for sizes: 4096, 500M, 64G (binary units)."""
+    try:
+        n = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be more than 0")
+    return n

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 from withcache import add, misses, missimport, report, store
 from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
 from withcache.errors import ManifestError, UsageError
-from withcache.fmt import visible
+from withcache.fmt import json_text, visible
 from withcache.layout import Layout
 
 
@@ -60,14 +59,21 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     )
 
     p = command(sub, parent, "add", cmd_add)
-    p.add_argument("urls", nargs="+", metavar="URL")
+    p.add_argument("urls", nargs="*", metavar="URL")
+    p.add_argument(
+        "--python",
+        action="append",
+        metavar="NAME",
+        help="add a Python project to a python: section's requirements instead (repeatable)",
+    )
     p.add_argument(
         "-m",
         "--manifest",
         type=Path,
-        default=add.DEFAULT_FILE,
+        default=None,
         metavar="FILE",
-        help=f"manifest file to append to (default: {add.DEFAULT_FILE}, created if missing)",
+        help=f"manifest file to append to (default: {add.DEFAULT_FILE}, created if missing; "
+        "with --python: the one whose on_demand admits the project)",
     )
     p.add_argument(
         "--sha256",
@@ -122,8 +128,7 @@ def cmd_misses(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     if args.json:  # `source` lets another host's `misses import` add only what is new
-        out = [dict(r.as_json(), source=source) for r in rows]
-        print(json.dumps(out, indent=1, ensure_ascii=False))
+        print(json_text([dict(r.as_json(), source=source) for r in rows], indent=1))
     elif args.yaml:
         sys.stdout.write(misses.snippet([r for r in rows if r.status == misses.OPEN]))
     else:
@@ -221,11 +226,30 @@ def cmd_add(args: argparse.Namespace) -> int:
     with the same messages as `withcache check`, and writes nothing then. The
     file is created if missing. Commit the change and open a pull request.
 
+    With --python NAME, the project goes into a python: section's requirements
+    (sync then resolves it itself): this is how a project taken on demand moves
+    into a manifest.
+
     example:
       withcache add https://vendor.example/cuda_12.6.3_linux.run
       withcache add -m manifests/nvidia.yaml --sha256 "$(sha256sum < f.run | cut -c1-64)" \\
           https://vendor.example/f.run
+      withcache add --python requests
     """
+    against = args.against or [DEFAULT_MANIFESTS]
+    if args.python:
+        if args.urls or args.sha256 or args.keep_query:
+            raise UsageError("--python takes project names only; add URLs in another call")
+        target, names = add.add_python(args.python, against, args.manifest)
+        if not args.quiet:
+            print(
+                f"added {', '.join(names)} to python.requirements in {target}; "
+                "next: withcache check, commit, pull request",
+                file=sys.stderr,
+            )
+        return 0
+    if not args.urls:
+        raise UsageError("add what? give URLs, or --python NAME")
     hashes = [add.normal_sha256(h) for h in args.sha256 or []]
     if hashes and len(hashes) != len(args.urls):
         raise UsageError(f"{len(hashes)} --sha256 for {len(args.urls)} URLs: give one per URL")
@@ -233,11 +257,11 @@ def cmd_add(args: argparse.Namespace) -> int:
         add.NewEntry(url, hashes[i] if hashes else None, args.keep_query)
         for i, url in enumerate(args.urls)
     ]
-    against = args.against or [DEFAULT_MANIFESTS]
-    added = add.add(args.manifest, entries, against)
+    target = args.manifest or add.DEFAULT_FILE
+    added = add.add(target, entries, against)
     if not args.quiet:
         print(
-            f"added {len(added)} entr{'y' if len(added) == 1 else 'ies'} to {args.manifest}; "
+            f"added {len(added)} entr{'y' if len(added) == 1 else 'ies'} to {target}; "
             "next: withcache check, commit, pull request",
             file=sys.stderr,
         )

@@ -7,11 +7,21 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from withcache import fetch, index, keys, manifest, sync
-from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
-from withcache.errors import UsageError
-from withcache.progress import for_stream
+from withcache import keys
+from withcache.cli.common import (
+    Subparsers,
+    command,
+    layout,
+    manifest_paths,
+    manifests_option,
+    size_arg,
+)
+from withcache.errors import ManifestError, UsageError
+
+if TYPE_CHECKING:
+    from withcache.sync import Summary
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -22,6 +32,12 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PATH",
         help="manifest files or directories (default: manifests/)",
+    )
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="also check withcache.lock: every unpinned entry locked, and (when the data "
+        "dir exists) every byte the cache holds the locked one",
     )
 
     p = command(sub, parent, "sync", cmd_sync)
@@ -46,6 +62,12 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         help="wait for another sync on the same data dir instead of failing",
     )
     p.add_argument(
+        "--locked",
+        action="store_true",
+        help="refuse any download whose bytes differ from withcache.lock, or that it "
+        "does not list (see `withcache lock`)",
+    )
+    p.add_argument(
         "--no-index",
         action="store_true",
         help="do not re-render the index (it is re-rendered only when something changed)",
@@ -61,6 +83,24 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         type=int,
         default=3,
         help="retries per file on connection errors and 5xx (default 3)",
+    )
+    p.add_argument(
+        "--min-rate",
+        type=size_arg,
+        metavar="SIZE",
+        help="fail a download slower than SIZE per second over any 1 MiB (default 8K)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="fail a download that takes longer than this in all (default: none)",
+    )
+    p.add_argument(
+        "--max-size",
+        type=size_arg,
+        metavar="SIZE",
+        help="stop a download that writes more than SIZE (default 64G)",
     )
 
     p = command(sub, parent, "index", cmd_index)
@@ -82,15 +122,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     Checks YAML syntax, unknown fields, URLs (http(s) only, no credentials),
     sha256 pins, duplicate keys across files and keys that collide once the
     query is dropped. Makes no network request: safe as a pull-request gate.
+    --locked also checks manifests/withcache.lock (see `withcache lock`).
 
     example:
       withcache check                    # everything under manifests/
       withcache check manifests/cuda.yaml -v
+      withcache check --locked --data /srv/withcache
     """
+    from withcache import manifest
+
     m = manifest.load(manifest_paths(args.paths))
+    if args.locked:
+        from withcache import lockfile, store
+
+        lock = lockfile.load(lockfile.path_for(m.files))
+        lay = layout(args)
+        records = store.read_artifacts(lay.db) if lay.db.exists() else None
+        problems = lockfile.check(lock, m, records)
+        if problems:
+            raise ManifestError(problems)
     if args.verbose:
         python = f", {len(m.python)} python sections" if m.python else ""
-        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}: ok")
+        locked = ", lock ok" if args.locked else ""
+        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}{locked}: ok")
     return 0
 
 
@@ -104,18 +158,29 @@ def cmd_sync(args: argparse.Namespace) -> int:
     example:
       withcache sync --data /srv/withcache -j 8
       withcache sync --dry-run           # what a reviewer wants to see
+      withcache sync --refresh --locked  # revalidate; refuse bytes the lock does not name
     """
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    from withcache import fetch, lockfile, manifest, sync  # what sync needs, imported when it runs
+    from withcache.progress import for_stream
+
     lay = layout(args)
     m = manifest.load(manifest_paths(args.paths), env=os.environ)
+    lock = lockfile.load(lockfile.path_for(m.files)) if args.locked else None
     opts = sync.Options(
         jobs=args.jobs,
         refresh=args.refresh,
         prune=args.prune,
         wait=args.wait,
         index=not args.no_index,
-        policy=fetch.Policy(read_timeout=args.timeout, attempts=args.retries + 1),
+        policy=fetch.Policy(
+            read_timeout=args.timeout,
+            attempts=args.retries + 1,
+            deadline=args.deadline,
+            **{k: v for k in ("min_rate", "max_size") if (v := getattr(args, k)) is not None},
+        ),
+        lock=lock,
     )
     if args.dry_run:
         say = (lambda _msg: None) if args.quiet else _note
@@ -141,7 +206,7 @@ def _note(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _print_summary(summary: sync.Summary, *, quiet: bool) -> int:
+def _print_summary(summary: Summary, *, quiet: bool) -> int:
     """The summary line always; then one line per failure; exit 1 if any failed."""
     if not quiet or summary.failed:
         print(f"sync: {summary.line()}", file=sys.stderr)
@@ -166,6 +231,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     example:
       withcache index --data /srv/withcache
     """
+    from withcache import index
+
     n = index.render(layout(args), timestamp=not args.no_timestamp)
     if args.verbose:
         print(f"indexed {n} artifacts")

@@ -7,15 +7,19 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from withcache import manifest, role, watch
 from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
-from withcache.errors import UsageError
+from withcache.errors import ManifestError, UsageError
 from withcache.fmt import iso
 from withcache.layout import Layout
+
+if TYPE_CHECKING:
+    from withcache.ondemand import OnDemand
+    from withcache.watch import Tally, Watcher
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -35,9 +39,18 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fetch misses whose host is in a manifest's auto.allow_hosts (off by default)",
     )
-    manifests_option(p, "with --auto: manifests holding auto.allow_hosts")
+    manifests_option(
+        p, "manifests holding auto.allow_hosts (--auto) and python.on_demand (read at start)"
+    )
     p.add_argument(
         "--auto-jobs", type=int, default=2, help="with --auto: parallel downloads (default 2)"
+    )
+    p.add_argument(
+        "--on-demand-rate",
+        type=int,
+        default=30,
+        metavar="N",
+        help="python.on_demand: at most N projects a minute reach the upstream (default 30)",
     )
     p.add_argument(
         "--index-every",
@@ -58,11 +71,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
     copytruncate, waits for a log that does not exist yet, and stops cleanly on
     SIGTERM or Ctrl-C. Run it as a service (withcache/deploy/withcache-watch.service).
 
+    When a manifest's python: section sets on_demand, a missing project that its globs
+    admit is taken from the upstream (resolved, fetched verified, published), and with
+    python.refresh the projects taken are revalidated that often.
+
     example:
       withcache watch --data /srv/withcache
       withcache watch --data /srv/withcache --log /var/log/nginx/withcache.json.log
       withcache watch --status            # how far behind the log's end is it?
     """
+    from withcache import watch  # watchdog and the rest: imported when the watcher runs
+
     lay = layout(args)
     log = args.log or lay.access_log
     if args.status:
@@ -76,20 +95,27 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if not quiet:
             print(f"withcache: {msg}", file=sys.stderr, flush=True)
 
+    if args.on_demand_rate < 1:
+        raise UsageError("--on-demand-rate must be at least 1")
+    paths = args.manifests or [DEFAULT_MANIFESTS]
     auto = None
     if args.auto:
+        from withcache import role
         from withcache.autofill import AutoFill
 
         role.refuse_writes(lay, "auto-fill")
-        hosts = _allow_hosts(args.manifests or [DEFAULT_MANIFESTS])
+        hosts = _allow_hosts(paths)
         if not hosts:
             raise UsageError("--auto: no manifest sets auto.allow_hosts; nothing may be fetched")
         auto = AutoFill(lay, hosts, jobs=max(1, args.auto_jobs), say=say)
         say(f"auto-fill on for {', '.join(sorted(hosts))}")
+    demand = _on_demand(lay, paths, args.on_demand_rate, args.index_every, say, warn)
 
-    def committed(t: watch.Tally) -> None:
+    def committed(t: Tally) -> None:
         if auto is not None:
             auto.offer(k for k, m in t.traffic.misses.items() if m.kind == "url")
+        if demand is not None:
+            demand.offer(m.url for m in t.traffic.misses.values() if m.kind == "project")
         if verbose:
             say(
                 f"read {t.lines} lines: {t.hits} hits, {t.misses + t.project_misses} misses, "
@@ -104,6 +130,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     finally:
         if auto is not None:
             auto.close()
+        if demand is not None:
+            demand.close(drain=args.once)
     say(
         f"watch: {total.lines} lines read: {total.hits} hits, {total.misses} misses, "
         f"{total.project_misses} missing projects, {total.invalid} invalid, "
@@ -113,7 +141,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(w: watch.Watcher) -> Iterator[None]:
+def _stop_on_signals(w: Watcher) -> Iterator[None]:
     """SIGTERM and SIGINT ask the watcher to commit what it read and return."""
 
     def handler(_sig: int, _frame: FrameType | None) -> None:
@@ -127,14 +155,54 @@ def _stop_on_signals(w: watch.Watcher) -> Iterator[None]:
             signal.signal(s, h)
 
 
+def _on_demand(
+    lay: Layout,
+    paths: list[Path],
+    per_minute: int,
+    index_every: float,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> OnDemand | None:
+    """The on-demand worker, when a manifest's python: section sets on_demand. Broken
+    manifests turn it off (with a warning) rather than stop the watcher."""
+    existing = [p for p in paths if p.exists()]
+    if not existing:
+        return None
+    from withcache import role
+
+    if role.not_own_tree(lay) is not None:
+        return None  # a replica's or an edge's pages come from the center
+    try:
+        from withcache import manifest
+
+        configs = [c for c in manifest.load(existing).python if c.on_demand]
+    except ManifestError as exc:
+        warn(f"manifests have problems ({len(exc.problems)}); on-demand Python projects off")
+        return None
+    if not configs:
+        return None
+    from withcache.ondemand import OnDemand
+
+    worker = OnDemand(lay, configs, per_minute=per_minute, say=say, index_every=index_every)
+    worker.start()
+    globs = sorted({g for c in configs for g in c.on_demand})
+    say(f"on demand: Python projects matching {', '.join(globs)}, at most {per_minute}/min")
+    worker.offer_open_misses()
+    return worker
+
+
 def _allow_hosts(paths: list[Path]) -> list[str]:
     existing = [p for p in paths if p.exists()]
     if not existing:
         return []
+    from withcache import manifest
+
     return list(manifest.load(existing).allow_hosts)
 
 
 def _print_status(lay: Layout, log: Path, *, as_json: bool) -> int:
+    from withcache import watch
+
     st = watch.status(lay, log)
     ck = st.checkpoint
     if as_json:
