@@ -43,8 +43,10 @@ IMMUTABLE = ("b", "m")  # top-level dirs of www/ whose files never change per ke
 PARTIAL_DIR = ".rsync-partial"
 INSTALL_HINT = "rsync is not installed; install it with: apt-get install rsync"
 # -p: modes as at the center, where nginx's worker reads the same files; -H: a mirror
-# file (www/m/) is a hard link to its blob, and stays one file on the replica.
-BASE_OPTIONS = ("-r", "-t", "-p", "-H", "-8", "--timeout=300")
+# file (www/m/) is a hard link to its blob, and stays one file on the replica; -O:
+# directory times mean nothing to nginx (and the snapshot's are new), so they are
+# neither copied nor compared.
+BASE_OPTIONS = ("-r", "-t", "-O", "-p", "-H", "-8", "--timeout=300")
 # Files under state/ that tell `withcache serve` how to serve www/: the private indexes
 # and who may read them. They travel first, with the marker, so no private page or
 # file reaches a replica before the rule that guards it.
