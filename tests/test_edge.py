@@ -310,12 +310,13 @@ def test_without_the_center_the_edge_serves_what_it_holds_and_the_replica_everyt
         for f in held:
             for e in (edge, backed):
                 assert requests.get(e.url + f.path, timeout=10).status_code == 200
-        assert requests.get(edge.url + "/catalog.json", timeout=5).status_code == 200
+        catalog = requests.get(edge.url + "/catalog.json", timeout=5)
+        assert catalog.status_code == 200
+        cached_at = time.monotonic()
         stop_nginx(center.proc)
         for f in held:
             r = requests.get(edge.url + f.path, timeout=10)
             assert r.status_code == 200 and sha256(r.content) == f.sha256
-        assert requests.get(edge.url + "/catalog.json", timeout=5).status_code == 200
         cold = next(f for f in files if f.sha256 and f not in held)
         t0 = time.monotonic()
         assert requests.get(edge.url + cold.path, timeout=10).status_code in (502, 504)
@@ -326,6 +327,11 @@ def test_without_the_center_the_edge_serves_what_it_holds_and_the_replica_everyt
             assert r.status_code == 200 and (not f.sha256 or sha256(r.content) == f.sha256)
         r = requests.get(backed.url + cold.path, timeout=10)
         assert r.status_code == 200 and sha256(r.content) == cold.sha256
+        # a page past its 10 s is still served while the center is away
+        time.sleep(max(0.0, cached_at + 10.5 - time.monotonic()))
+        r = requests.get(edge.url + "/catalog.json", timeout=10)
+        assert r.status_code == 200 and r.content == catalog.content
+        assert r.headers["X-Cache-Status"] in ("STALE", "UPDATING")
     finally:
         for c in (backed, edge, replica, center):
             stop_nginx(c.proc)
