@@ -53,6 +53,19 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         help="python.on_demand: at most N projects a minute reach the upstream (default 30)",
     )
     p.add_argument(
+        "--metrics-every",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="rewrite www/metrics at most this often (0: only at exit; default 15)",
+    )
+    p.add_argument(
+        "--textfile-dir",
+        type=Path,
+        metavar="DIR",
+        help="also write withcache.prom into node_exporter's textfile-collector DIR",
+    )
+    p.add_argument(
         "--index-every",
         type=float,
         default=60.0,
@@ -80,7 +93,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
       withcache watch --data /srv/withcache --log /var/log/nginx/withcache.json.log
       withcache watch --status            # how far behind the log's end is it?
     """
-    from withcache import watch  # watchdog and the rest: imported when the watcher runs
+    from withcache import budget, metrics, watch  # imported when the watcher runs
+    from withcache.listed import Listed
 
     lay = layout(args)
     log = args.log or lay.access_log
@@ -98,6 +112,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.on_demand_rate < 1:
         raise UsageError("--on-demand-rate must be at least 1")
     paths = args.manifests or [DEFAULT_MANIFESTS]
+    listed = Listed(paths)  # the store: section, and what eviction must never take
+    limits = budget.limits(lay, listed.store)
     auto = None
     if args.auto:
         from withcache.autofill import AutoFill
@@ -105,9 +121,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
         hosts = _allow_hosts(paths)
         if not hosts:
             raise UsageError("--auto: no manifest sets auto.allow_hosts; nothing may be fetched")
-        auto = AutoFill(lay, hosts, jobs=max(1, args.auto_jobs), say=say)
+        auto = AutoFill(
+            lay, hosts, jobs=max(1, args.auto_jobs), say=say, limits=limits, listed=listed
+        )
         say(f"auto-fill on for {', '.join(sorted(hosts))}")
     demand = _on_demand(lay, paths, args.on_demand_rate, args.index_every, say, warn)
+    upkeep: list[Callable[[bool], None]] = [
+        metrics.Writer(
+            lay, limits, listed, every=args.metrics_every, textfile_dir=args.textfile_dir
+        ),
+        budget.Keeper(lay, limits, listed, say=say),
+    ]
 
     def committed(t: Tally) -> None:
         if auto is not None:
@@ -120,7 +144,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 f"{t.invalid} invalid, {t.garbage} garbage"
             )
 
-    w = watch.Watcher(lay, log, warn=warn, on_commit=committed, index_every=args.index_every)
+    w = watch.Watcher(
+        lay, log, warn=warn, on_commit=committed, index_every=args.index_every, upkeep=upkeep
+    )
     say(f"watching {log}" + (" (until its end)" if args.once else ""))
     try:
         with _stop_on_signals(w):
