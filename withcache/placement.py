@@ -37,17 +37,20 @@ class Verified:
     etag: str | None = None
     last_modified: str | None = None
     synced: bool = True  # fsynced already; else placement makes it durable (grouped)
+    # The file's time where it was placed first (a bundle's source): used when the origin
+    # sent no Last-Modified, so nginx's Last-Modified and ETag stay those of that site.
+    modified: float | None = None
 
     @property
     def mtime(self) -> float | None:
         """The origin's Last-Modified as a Unix time: nginx's Last-Modified and ETag
         then follow the origin's."""
         if not self.last_modified:
-            return None
+            return self.modified
         try:
             return parsedate_to_datetime(self.last_modified).timestamp()
         except (TypeError, ValueError):
-            return None
+            return self.modified
 
 
 class Mismatch(OSError):

@@ -61,16 +61,18 @@ def export(
     done = Exported()
     records = _selected(layout, select)
     present: list[store.Artifact] = []
+    mtimes: list[bf.Record] = []
     for a in records:
         st = tree.stat_blob(layout, a.key)
         if st is None or st.st_size != a.size:
             done.left_out.append((a.url, "not on disk (evicted, pruned or never placed)"))
         else:
             present.append(a)
+            mtimes.append(bf.Record(a, st.st_mtime))
     blobs: dict[str, store.Artifact] = {}
     for a in present:
         blobs.setdefault(a.sha256, a)
-    small: list[tuple[str, bytes]] = [(bf.RECORDS, bf.records_text(present))]
+    small: list[tuple[str, bytes]] = [(bf.RECORDS, bf.records_text(mtimes))]
     small += _manifests(layout, select)
     if select.python:
         small += _python(layout)

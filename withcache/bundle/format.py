@@ -130,13 +130,26 @@ def parse_header(data: bytes) -> Header:
 # --- records.jsonl ------------------------------------------------------------------------------
 
 
-def records_text(records: Iterable[Artifact]) -> bytes:
-    return "".join(json.dumps(asdict(a), sort_keys=True) + "\n" for a in records).encode()
+@dataclass(frozen=True)
+class Record:
+    """A record as a bundle carries it, with its blob's modification time there."""
+
+    artifact: Artifact
+    mtime: float | None = None
 
 
-def parse_records(data: bytes) -> list[Artifact]:
+def records_text(records: Iterable[Record]) -> bytes:
+    lines = []
+    for r in records:
+        d = asdict(r.artifact)
+        d["mtime"] = r.mtime
+        lines.append(json.dumps(d, sort_keys=True) + "\n")
+    return "".join(lines).encode()
+
+
+def parse_records(data: bytes) -> list[Record]:
     """Every record, each checked field by field; raise Damaged naming the first bad line."""
-    out: list[Artifact] = []
+    out: list[Record] = []
     for n, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         try:
             d = json.loads(line)
@@ -151,12 +164,13 @@ def parse_records(data: bytes) -> list[Artifact]:
                 last_modified=d.get("last_modified"),
                 source=d["source"],
             )
-        except (ValueError, KeyError, TypeError) as exc:
+            mtime = None if d.get("mtime") is None else float(d["mtime"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise Damaged(f"{RECORDS}: line {n} is damaged: {exc}") from None
         problem = record_problem(a)
         if problem:
             raise Damaged(f"{RECORDS}: line {n}: {problem}")
-        out.append(a)
+        out.append(Record(a, mtime))
     return out
 
 

@@ -53,7 +53,7 @@ class Imported:
 class _Head:
     header: bf.Header
     contents: dict[str, str]
-    records: list[store.Artifact]
+    records: list[bf.Record]
     small: dict[str, bytes]  # verified manifests, plan and pages
 
 
@@ -124,9 +124,9 @@ class _Import:
             raise BundleError(f"{exc}; nothing placed") from None
         small: dict[str, bytes] = {}
         head = _Head(header, contents, records, small)
-        self.by_sha: dict[str, list[store.Artifact]] = {}
-        for a in records:
-            self.by_sha.setdefault(a.sha256, []).append(a)
+        self.by_sha: dict[str, list[bf.Record]] = {}
+        for rec in records:
+            self.by_sha.setdefault(rec.artifact.sha256, []).append(rec)
         self.seen: set[str] = set()
         while True:
             try:
@@ -161,24 +161,25 @@ class _Import:
             self.out.refused.append((m.name, "not listed in CONTENTS and records; ignored"))
             return
         self.seen.add(sha)
-        todo = []
-        for a in records:
+        todo: list[bf.Record] = []
+        for rec in records:
+            a = rec.artifact
             mine = self.local.get(a.key)
             if mine is not None and mine.sha256 != a.sha256:
                 self.out.kept_local.append(a.url)
             elif mine is not None and self._on_disk(mine):
                 self.out.present += 1
             else:
-                todo.append(a)
+                todo.append(rec)
         if not todo:
             return
-        urls = ", ".join(a.url for a in todo[:3]) + (" ..." if len(todo) > 3 else "")
+        urls = ", ".join(r.artifact.url for r in todo[:3]) + (" ..." if len(todo) > 3 else "")
         try:
             first = placement.copy_in(self.layout, m.stream, self._part(), sha)
         except placement.Mismatch as exc:
             self.out.refused.append((f"{m.name} ({urls})", f"{exc}; not placed"))
             return
-        if first.size != todo[0].size:
+        if first.size != todo[0].artifact.size:
             first.path.unlink(missing_ok=True)
             self.out.refused.append((f"{m.name} ({urls})", "size differs from its record"))
             return
@@ -186,8 +187,11 @@ class _Import:
         for _extra in todo[1:]:  # the same bytes under another key: a copy of its own
             with first.path.open("rb") as src:
                 files.append(placement.copy_in(self.layout, src, self._part(), sha))
-        for a, f in zip(todo, files, strict=True):
-            verified = placement.Verified(f.path, f.size, f.sha256, a.etag, a.last_modified)
+        for rec, f in zip(todo, files, strict=True):
+            a = rec.artifact
+            verified = placement.Verified(
+                f.path, f.size, f.sha256, a.etag, a.last_modified, modified=rec.mtime
+            )
             item = placement.Item(
                 verified, a.key, a.url, a.source, a.name, replacing=a.key in self.local
             )
@@ -226,7 +230,7 @@ class _Import:
     def _finish(self, head: _Head) -> Imported:
         for sha, records in self.by_sha.items():
             if sha not in self.seen:
-                self.out.missing += [a.url for a in records]
+                self.out.missing += [r.artifact.url for r in records]
         small = head.small
         manifests = {n: d for n, d in small.items() if bf.is_manifest(n)}
         if manifests:
