@@ -26,16 +26,20 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from withcache import fetch, placement, store, tree
+from withcache import placement, store, tree
 from withcache.errors import WithcacheError
 from withcache.fmt import human
 from withcache.layout import Layout
 from withcache.storeconfig import StoreConfig
 
+if TYPE_CHECKING:
+    from withcache import fetch
+
 # Sources a person put there: never evicted. Every other source is evictable.
 KEPT_SOURCES = frozenset({"manifest", "python", "upload", "mirror"})
-DEFAULT_MAX_SIZE = fetch.Policy.max_size
+DEFAULT_MAX_SIZE = 64 << 30  # fetch.Policy's own default: one download of unknown size
 
 
 class NoRoom(WithcacheError):
@@ -307,6 +311,8 @@ def policy_for(
     """`base` with the store's limits: min_free and max_size for every download, and
     room made (evicting) before a download of known size starts. `listed` may be a
     function, asked each time (a watcher's manifests change under it)."""
+    from withcache import fetch  # requests: only for a process that downloads
+
     if not lim.any:
         return dataclasses.replace(base, max_size=lim.max_size)
 

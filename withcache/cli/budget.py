@@ -6,12 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from withcache import budget, metrics
 from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
 from withcache.fmt import human
 from withcache.layout import Layout
-from withcache.listed import Listed
+
+if TYPE_CHECKING:
+    from withcache import budget
+    from withcache.listed import Listed
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -31,6 +34,9 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
 
 
 def _limits(args: argparse.Namespace, lay: Layout) -> tuple[budget.Limits, Listed]:
+    from withcache import budget  # imported when a command runs: start-up stays quick
+    from withcache.listed import Listed
+
     listed = Listed(manifest_paths(args.manifests))
     if listed.error:
         print(f"withcache: warning: manifests not read: {listed.error}", file=sys.stderr)
@@ -47,6 +53,8 @@ def cmd_du(args: argparse.Namespace) -> int:
       withcache du --data /srv/withcache
       withcache du --json | jq .evictable
     """
+    from withcache import budget
+
     lay = layout(args)
     lim, listed = _limits(args, lay)
     use = budget.usage(lay, lim, listed())
@@ -95,6 +103,8 @@ def cmd_metrics(args: argparse.Namespace) -> int:
       withcache metrics --data /srv/withcache --print
       withcache metrics --textfile-dir /var/lib/prometheus/node-exporter
     """
+    from withcache import metrics
+
     lay = layout(args)
     lim, listed = _limits(args, lay)
     lay.ensure()

@@ -10,11 +10,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from withcache import bundle, manifest
 from withcache.cli.common import Subparsers, command, layout, manifests_option
 from withcache.errors import UsageError
 from withcache.fmt import human
-from withcache.misses import parse_age
 
 SHOW = 20  # problems listed one by one; the rest are counted
 
@@ -40,6 +38,8 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
 def since_arg(text: str) -> float:
     """An ISO date or time (UTC unless it says otherwise), or an age like 7d."""
     if re.fullmatch(r"[0-9]+[smhdw]", text):
+        from withcache.misses import parse_age
+
         return time.time() - parse_age(text)
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -61,6 +61,8 @@ def cmd_export(args: argparse.Namespace) -> int:
       withcache export /media/usb/weekly.tar --since 7d
       withcache export - -m manifests/cuda.yaml | ssh airgap withcache import -
     """
+    from withcache import bundle, manifest  # imported when the command runs
+
     lay = layout(args)
     if not lay.db.exists():
         raise UsageError(f"{lay.root} holds no withcache store (no {lay.db})")
@@ -102,6 +104,8 @@ def cmd_import(args: argparse.Namespace) -> int:
       withcache import /media/usb/cache-2026-11.tar --data /srv/withcache
       withcache import /media/usb/cache-2026-11/ --data /srv/withcache
     """
+    from withcache import bundle
+
     lay = layout(args)
     src = sys.stdin.buffer if args.bundle == "-" else Path(args.bundle)
     if isinstance(src, Path) and not src.exists():
