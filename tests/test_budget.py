@@ -102,7 +102,7 @@ def test_any_written_size_parses_to_its_bytes(tmp_path_factory: object, n: int, 
 
 
 def cands(*sizes: int) -> list[budget.Candidate]:
-    return [budget.Candidate(f"k{i}", f"u{i}", s, "auto", float(i)) for i, s in enumerate(sizes)]
+    return [budget.Candidate(f"k{i}", s, "auto", float(i)) for i, s in enumerate(sizes)]
 
 
 def test_choose_takes_the_fewest_least_recently_used() -> None:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from withcache import placement, store, tree
 from withcache.errors import WithcacheError
@@ -56,7 +56,7 @@ class Limits:
 
     budget: int | None = None
     min_free: int = 0
-    max_size: int = DEFAULT_MAX_SIZE
+    max_size: int | None = None  # None: the download policy's own (64 GiB)
     filesystem: int = 0  # size of the data dir's filesystem
 
     @property
@@ -64,12 +64,10 @@ class Limits:
         return self.budget is not None or self.min_free > 0
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """An evictable artifact, with when it was last used."""
+class Candidate(NamedTuple):
+    """An evictable artifact, with when it was last used (a tuple: a scan makes 100,000)."""
 
     key: str
-    url: str
     size: int
     source: str
     last_used: float
@@ -99,11 +97,11 @@ def limits(layout: Layout, config: StoreConfig | None, *, max_size: int | None =
     (the command line's --max-size) wins over the section's."""
     size = disk(layout).size
     if config is None:
-        return Limits(max_size=max_size or DEFAULT_MAX_SIZE, filesystem=size)
+        return Limits(max_size=max_size, filesystem=size)
     return Limits(
         budget=config.budget.of(size) if config.budget else None,
         min_free=config.min_free.of(size) if config.min_free else 0,
-        max_size=max_size or config.max_size or DEFAULT_MAX_SIZE,
+        max_size=max_size or config.max_size,
         filesystem=size,
     )
 
@@ -125,16 +123,16 @@ def candidates(conn: sqlite3.Connection, listed: Collection[str] = ()) -> list[C
     under a second). `listed`: keys a manifest lists now, whatever their source."""
     kept = sorted(KEPT_SOURCES)
     rows = conn.execute(
-        "SELECT a.key, a.url, a.size, a.source, "
-        "max(a.fetched_at, coalesce(h.last_hit, 0)) AS used "
+        "SELECT a.key, a.size, a.source, max(a.fetched_at, coalesce(h.last_hit, 0)) AS used "
         "FROM artifacts a LEFT JOIN hits h ON h.key = a.key "
         f"WHERE a.source NOT IN ({', '.join('?' * len(kept))}) "
         "ORDER BY used, a.key",
         kept,
     )
+    make = Candidate._make
     if not listed:
-        return [Candidate(*r) for r in rows]
-    return [Candidate(*r) for r in rows if r[0] not in listed]
+        return list(map(make, rows))
+    return [make(r) for r in rows if r[0] not in listed]
 
 
 @dataclass(frozen=True)
@@ -213,20 +211,21 @@ def evict(
     for v in victims:
         with placement.held(layout):
             row = conn.execute(
-                "SELECT source, size FROM artifacts WHERE key = ?", (v.key,)
+                "SELECT source, size, url FROM artifacts WHERE key = ?", (v.key,)
             ).fetchone()
             if row is None or row[0] in KEPT_SOURCES or row[0] != v.source:
                 continue
+            source, size, url = row
             tree.remove(layout, v.key)
             with store.transaction(conn):
                 conn.execute("DELETE FROM artifacts WHERE key = ?", (v.key,))
                 conn.execute(
                     "INSERT INTO evictions (key, url, size, source, last_used, at, reason) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (v.key, v.url, row[1], v.source, v.last_used, time.time(), reason),
+                    (v.key, url, size, source, v.last_used, time.time(), reason),
                 )
-                store.add_counters(conn, {"evictions": 1, "evicted_bytes": row[1]})
-        out.append(Evicted(v.key, v.url, row[1]))
+                store.add_counters(conn, {"evictions": 1, "evicted_bytes": size})
+        out.append(Evicted(v.key, url, size))
     return out
 
 
@@ -314,7 +313,7 @@ def policy_for(
     from withcache import fetch  # requests: only for a process that downloads
 
     if not lim.any:
-        return dataclasses.replace(base, max_size=lim.max_size)
+        return dataclasses.replace(base, max_size=lim.max_size or base.max_size)
 
     def make_room(n: int) -> None:
         keys = listed() if callable(listed) else listed
@@ -324,7 +323,10 @@ def policy_for(
             raise fetch.FetchFailed(f"refused: {exc.why}") from None
 
     return dataclasses.replace(
-        base, min_free=lim.min_free, max_size=lim.max_size, make_room=make_room
+        base,
+        min_free=lim.min_free,
+        max_size=lim.max_size or base.max_size,
+        make_room=make_room,
     )
 
 

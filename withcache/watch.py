@@ -203,6 +203,7 @@ class Watcher:
             self._index_due = self._index_due or time.monotonic() + self.index_every
         if self.on_commit is not None:
             self.on_commit(tally)
+        self._run_upkeep()  # also while catching up on a long backlog (each keeps its pace)
 
     def _record(
         self, conn: sqlite3.Connection, traffic: store.Traffic, at: store.Checkpoint

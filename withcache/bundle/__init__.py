@@ -5,8 +5,3 @@ members   writing a tar stream or a directory; reading a tar member by member
 export    `withcache export`: records, manifests as synced, Python pages, blobs
 importer  `withcache import`: verify every byte, place through placement.py
 """
-
-from withcache.bundle.export import Exported, Selection, export
-from withcache.bundle.importer import BundleError, Imported, import_bundle
-
-__all__ = ["BundleError", "Exported", "Imported", "Selection", "export", "import_bundle"]

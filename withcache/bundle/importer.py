@@ -12,6 +12,7 @@ off keeps what was placed before the break, and names what it lacks: importing a
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,6 @@ from withcache.bundle.members import Member, Truncated, tar_members
 from withcache.errors import WithcacheError
 from withcache.layout import Layout
 from withcache.pyindex.model import plan_path
-from withcache.sync import locked
 
 GROUP = 64  # verified blobs placed under one lock and one transaction at most
 
@@ -65,6 +65,8 @@ def import_bundle(
     say: Callable[[str], None] = lambda _m: None,
 ) -> Imported:
     """Import a bundle (a directory, a tar file, or a tar stream) into `layout`."""
+    from withcache.sync import locked  # one writer of pages and index at a time, as sync
+
     layout.ensure()
     with locked(layout, wait):
         return _Import(layout, say).run(source)
@@ -175,7 +177,7 @@ class _Import:
             return
         urls = ", ".join(r.artifact.url for r in todo[:3]) + (" ..." if len(todo) > 3 else "")
         try:
-            first = placement.copy_in(self.layout, m.stream, self._part(), sha)
+            first = self._copy(m, sha)
         except placement.Mismatch as exc:
             self.out.refused.append((f"{m.name} ({urls})", f"{exc}; not placed"))
             return
@@ -186,11 +188,11 @@ class _Import:
         files = [first]
         for _extra in todo[1:]:  # the same bytes under another key: a copy of its own
             with first.path.open("rb") as src:
-                files.append(placement.copy_in(self.layout, src, self._part(), sha))
+                files.append(placement.copy_in(self.layout, src, self._part(), sha, durable=False))
         for rec, f in zip(todo, files, strict=True):
             a = rec.artifact
             verified = placement.Verified(
-                f.path, f.size, f.sha256, a.etag, a.last_modified, modified=rec.mtime
+                f.path, f.size, f.sha256, a.etag, a.last_modified, synced=False, modified=rec.mtime
             )
             item = placement.Item(
                 verified, a.key, a.url, a.source, a.name, replacing=a.key in self.local
@@ -198,6 +200,21 @@ class _Import:
             self.pending.append(item)
         if len(self.pending) >= GROUP:
             self._flush()
+
+    def _copy(self, m: Member, sha: str) -> placement.Verified:
+        """A member's bytes into a partial file, hashed: by the kernel when they sit in a
+        local file, else read from the stream."""
+        if m.fd is not None:
+            try:
+                return placement.copy_in_file(
+                    self.layout, m.fd, m.offset, m.size, self._part(), sha, durable=False
+                )
+            except placement.Mismatch:
+                raise
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    raise Truncated(f"{m.name}: {exc.strerror or exc}") from None
+        return placement.copy_in(self.layout, m.stream, self._part(), sha, durable=False)
 
     def _on_disk(self, a: store.Artifact) -> bool:
         st = tree.stat_blob(self.layout, a.key)
@@ -275,7 +292,7 @@ def _dir_members(root: Path) -> Iterator[Member]:
         if not path.is_file():
             return
         with path.open("rb") as f:
-            yield Member(name, path.stat().st_size, f)
+            yield Member(name, path.stat().st_size, f, f.fileno())
     try:
         listed = bf.parse_contents((root / bf.CONTENTS).read_bytes())
     except bf.Damaged:
@@ -288,4 +305,4 @@ def _dir_members(root: Path) -> Iterator[Member]:
         if not path.is_file():
             continue  # a missing blob: reported from CONTENTS
         with path.open("rb") as f:
-            yield Member(name, path.stat().st_size, f)
+            yield Member(name, path.stat().st_size, f, f.fileno())

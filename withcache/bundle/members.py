@@ -160,6 +160,8 @@ class Member:
     name: str
     size: int
     stream: BinaryIO
+    fd: int | None = None  # when the data sits in a local file: its descriptor and offset
+    offset: int = 0
 
 
 class Truncated(Exception):
@@ -167,29 +169,63 @@ class Truncated(Exception):
 
 
 def tar_members(source: Path | BinaryIO) -> Iterator[Member]:
-    """Regular-file members of a tar, in order; raise Truncated where it breaks off."""
-    try:
-        if isinstance(source, Path):
-            tf = tarfile.open(source, mode="r:")  # noqa: SIM115 - a file: data read in place
-        else:
-            tf = tarfile.open(fileobj=source, mode="r|")  # noqa: SIM115 - a pipe, in order
-    except tarfile.TarError as exc:
-        raise Truncated(f"not a readable tar: {exc}") from None
-    with tf:
-        while True:
-            try:
-                info = tf.next()
-            except tarfile.TarError as exc:
-                raise Truncated(f"damaged or cut off at byte {tf.offset:,}: {exc}") from None
-            if info is None:
-                return
-            if not info.isfile():
-                continue
-            stream = tf.extractfile(info)
-            if stream is None:  # pragma: no cover - a regular file always has one
-                continue
-            with contextlib.closing(stream):
-                yield Member(info.name, info.size, cast(BinaryIO, _Guarded(stream, info.name)))
+    """Regular-file members of a tar, in order; raise Truncated where it breaks off.
+    A tar file's data is read in place (pread); a pipe's through tarfile, in order."""
+    with contextlib.ExitStack() as stack:
+        fd: int | None = None
+        try:
+            if isinstance(source, Path):
+                f = stack.enter_context(source.open("rb"))
+                fd = f.fileno()
+                tf = tarfile.open(fileobj=f, mode="r:")  # noqa: SIM115 - closed by the stack
+            else:
+                tf = tarfile.open(fileobj=source, mode="r|")  # noqa: SIM115 - closed by the stack
+        except tarfile.TarError as exc:
+            raise Truncated(f"not a readable tar: {exc}") from None
+        stack.enter_context(tf)
+        yield from _members(tf, fd)
+
+
+def _members(tf: tarfile.TarFile, fd: int | None) -> Iterator[Member]:
+    while True:
+        try:
+            info = tf.next()
+        except tarfile.TarError as exc:
+            raise Truncated(f"damaged or cut off at byte {tf.offset:,}: {exc}") from None
+        if info is None:
+            return
+        if not info.isfile():
+            continue
+        if fd is not None:  # read the data in place: no copy through tarfile's buffers
+            piece = _Slice(fd, info.offset_data, info.size, info.name)
+            yield Member(info.name, info.size, cast(BinaryIO, piece), fd, info.offset_data)
+            continue
+        stream = tf.extractfile(info)
+        if stream is None:  # pragma: no cover - a regular file always has one
+            continue
+        with contextlib.closing(stream):
+            yield Member(info.name, info.size, cast(BinaryIO, _Guarded(stream, info.name)))
+
+
+class _Slice:
+    """A member's data in a tar file, read with pread; a file that ends early is Truncated."""
+
+    def __init__(self, fd: int, offset: int, size: int, name: str) -> None:
+        self._fd = fd
+        self._pos = offset
+        self._left = size
+        self._name = name
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._left if n < 0 else min(n, self._left)
+        if not want:
+            return b""
+        data = os.pread(self._fd, want, self._pos)
+        if not data:
+            raise Truncated(f"{self._name}: cut off {self._left:,} bytes before its end")
+        self._pos += len(data)
+        self._left -= len(data)
+        return data
 
 
 class _Guarded:

@@ -72,13 +72,15 @@ def cmd_du(args: argparse.Namespace) -> int:
         print(f"budget: {human(lim.budget)} ({state})")
     if lim.min_free:
         print(f"min_free: {human(lim.min_free)}")
-    print(f"max_size: {human(lim.max_size)} per download")
+    print(f"max_size: {human(lim.max_size or budget.DEFAULT_MAX_SIZE)} per download")
     if use.evictions:
         print(f"evicted so far: {use.evictions:,} artifacts, {human(use.evicted_bytes)}")
     return 0
 
 
 def _as_json(use: budget.Usage) -> dict[str, object]:
+    from withcache.budget import DEFAULT_MAX_SIZE
+
     return {
         "sources": [s.__dict__ for s in use.sources],
         "artifacts": use.artifacts,
@@ -87,7 +89,7 @@ def _as_json(use: budget.Usage) -> dict[str, object]:
         "filesystem": {"size": use.disk.size, "free": use.disk.free},
         "budget": use.lim.budget,
         "min_free": use.lim.min_free,
-        "max_size": use.lim.max_size,
+        "max_size": use.lim.max_size or DEFAULT_MAX_SIZE,
         "evictions": use.evictions,
         "evicted_bytes": use.evicted_bytes,
     }

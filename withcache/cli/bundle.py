@@ -61,7 +61,8 @@ def cmd_export(args: argparse.Namespace) -> int:
       withcache export /media/usb/weekly.tar --since 7d
       withcache export - -m manifests/cuda.yaml | ssh airgap withcache import -
     """
-    from withcache import bundle, manifest  # imported when the command runs
+    from withcache import manifest  # imported when the command runs
+    from withcache.bundle import export as bundle
 
     lay = layout(args)
     if not lay.db.exists():
@@ -104,7 +105,7 @@ def cmd_import(args: argparse.Namespace) -> int:
       withcache import /media/usb/cache-2026-11.tar --data /srv/withcache
       withcache import /media/usb/cache-2026-11/ --data /srv/withcache
     """
-    from withcache import bundle
+    from withcache.bundle import importer as bundle
 
     lay = layout(args)
     src = sys.stdin.buffer if args.bundle == "-" else Path(args.bundle)
