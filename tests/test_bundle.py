@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,11 +28,21 @@ def sha(b: bytes) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
-@pytest.fixture
-def site(tmp_path: Path, origin: Origin) -> Layout:
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Layout]:
     """A synced store: listed artifacts (one with a long URL, one with a query kept),
-    an auto-filled one, two keys with the same bytes, and a Python wheelhouse index."""
+    an auto-filled one, two keys with the same bytes, and a Python wheelhouse index.
+    Made once for the module: the tests only read it."""
+    tmp_path = tmp_path_factory.mktemp("site")
     tmp_path.chmod(0o755)
+    origin = Origin()
+    try:
+        yield _synced_site(tmp_path, origin)
+    finally:
+        origin.close()
+
+
+def _synced_site(tmp_path: Path, origin: Origin) -> Layout:
     urls = [origin.add(f"/pkg/tool-{i}.tar.gz", os.urandom(200_000 + i)) for i in range(6)]
     urls.append(origin.add("/" + "deep/" * 60 + "long-name.run", os.urandom(70_000)))
     urls.append(origin.add("/same-a.bin", b"same bytes" * 999))
@@ -71,6 +82,7 @@ def served(base: str, data: Layout) -> dict[str, tuple[int, str, str | None]]:
 def test_export_then_import_serves_the_same_urls_with_the_same_bytes(
     site: Layout, tmp_path: Path
 ) -> None:
+    tmp_path.chmod(0o755)  # nginx's www-data worker serves the imported copy from here
     bundle = tmp_path / "usb" / "cache.tar"
     bundle.parent.mkdir()
     r = run_withcache("export", "--data", str(site.root), str(bundle))
@@ -86,7 +98,7 @@ def test_export_then_import_serves_the_same_urls_with_the_same_bytes(
         k: (a.sha256, a.source) for k, a in records(site).items()
     }
     assert (dst.state / "manifests" / "main.yaml").read_bytes() == (
-        tmp_path / "manifests" / "main.yaml"
+        site.root.parent / "manifests" / "main.yaml"
     ).read_bytes()
     a, b = start_nginx(site.root), start_nginx(dst.root)
     try:
