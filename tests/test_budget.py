@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -216,3 +217,32 @@ def test_du_shows_bytes_by_source_and_the_evictable_part(tmp_path: Path, data: L
     assert doc["filesystem"]["free"] > 0 and doc["min_free"] > 0
     r = run_withcache("du", "--data", str(data.root), "-m", str(m))
     assert "auto" in r.stdout and "budget: 4.9 KiB (500 B over)" in r.stdout
+
+
+def test_evicting_an_on_demand_file_takes_it_off_the_index_pages(data: Layout) -> None:
+    from withcache.pyindex import demand, publish
+    from withcache.pyindex.model import IndexFile
+
+    files = []
+    for project, body in (("od-old", b"old wheel" * 100), ("od-new", b"new wheel" * 100)):
+        name = f"{project.replace('-', '_')}-1.0-py3-none-any.whl"
+        url = f"https://files.example/{name}"
+        key = plant(data, url, body, source="ondemand")
+        files.append(IndexFile(project, name, key, url, hashlib.sha256(body).hexdigest()))
+        hit(data, key, 2_000_000_000 + len(files))  # od-old is the least recently used
+    taken = {
+        f.project: demand.Taken(
+            f.project, "https://pypi.example/simple/", "m.yaml:1", 1.0, 0.0, [f]
+        )
+        for f in files
+    }
+    demand.save(data, demand.Demand(taken))
+    with publish.held(data):
+        publish.render_projects(data, ["od-old", "od-new"])
+    simple = data.www / "simple"
+    assert files[0].filename in (simple / "od-old" / "index.html").read_text()
+    done = budget.enforce(data, budget.Limits(budget=900))
+    assert [e.key for e in done.evicted] == [files[0].key]
+    assert not (simple / "od-old").exists()  # its only file went: so did its page
+    assert "od-old" not in (simple / "index.html").read_text()
+    assert files[1].filename in (simple / "od-new" / "index.html").read_text()

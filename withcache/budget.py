@@ -199,6 +199,7 @@ class Evicted:
     key: str
     url: str
     size: int
+    source: str = ""
 
 
 def evict(
@@ -225,8 +226,25 @@ def evict(
                     (v.key, url, size, source, v.last_used, time.time(), reason),
                 )
                 store.add_counters(conn, {"evictions": 1, "evicted_bytes": size})
-        out.append(Evicted(v.key, url, size))
+        out.append(Evicted(v.key, url, size, source))
+    if any(e.source == ONDEMAND for e in out):
+        _republish(layout, {e.key for e in out})
     return out
+
+
+ONDEMAND = "ondemand"  # files of Python projects taken on demand: listed on index pages
+
+
+def _republish(layout: Layout, gone: set[str]) -> None:
+    """Pages that listed an evicted on-demand file are written again without it (under
+    the index lock), so the index stops offering what the store no longer holds."""
+    from withcache.pyindex import demand, model, publish
+
+    files = demand.merged(model.load_or_empty(layout), demand.load(layout))
+    projects = {f.project for f in files if f.key in gone or f.metadata_key in gone}
+    if projects:
+        with publish.held(layout):
+            publish.render_projects(layout, projects)
 
 
 _one_at_a_time = threading.Lock()  # two threads of one process must not pick the same bytes

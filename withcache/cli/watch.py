@@ -18,6 +18,8 @@ from withcache.fmt import iso
 from withcache.layout import Layout
 
 if TYPE_CHECKING:
+    from withcache.budget import Limits
+    from withcache.listed import Listed
     from withcache.ondemand import OnDemand
     from withcache.watch import Tally, Watcher
 
@@ -125,7 +127,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
             lay, hosts, jobs=max(1, args.auto_jobs), say=say, limits=limits, listed=listed
         )
         say(f"auto-fill on for {', '.join(sorted(hosts))}")
-    demand = _on_demand(lay, paths, args.on_demand_rate, args.index_every, say, warn)
+    demand = _on_demand(
+        lay, paths, args.on_demand_rate, args.index_every, say, warn, (limits, listed)
+    )
     upkeep: list[Callable[[bool], None]] = [
         metrics.Writer(
             lay, limits, listed, every=args.metrics_every, textfile_dir=args.textfile_dir
@@ -186,6 +190,7 @@ def _on_demand(
     index_every: float,
     say: Callable[[str], None],
     warn: Callable[[str], None],
+    room: tuple[Limits, Listed],
 ) -> OnDemand | None:
     """The on-demand worker, when a manifest's python: section sets on_demand. Broken
     manifests turn it off (with a warning) rather than stop the watcher."""
@@ -201,9 +206,19 @@ def _on_demand(
         return None
     if not configs:
         return None
+    from withcache import budget, fetch
     from withcache.ondemand import OnDemand
+    from withcache.pyindex import take
 
-    worker = OnDemand(lay, configs, per_minute=per_minute, say=say, index_every=index_every)
+    # Taken without review, like an auto-fill: the store's budget may refuse its files.
+    limits, listed = room
+    policy = budget.policy_for(
+        fetch.Policy(attempts=2, backoff=0.5), limits, lay, listed, binds=True
+    )
+    settings = take.Settings(lay.state / "uv-cache", policy=policy)
+    worker = OnDemand(
+        lay, configs, per_minute=per_minute, say=say, index_every=index_every, settings=settings
+    )
     worker.start()
     globs = sorted({g for c in configs for g in c.on_demand})
     say(f"on demand: Python projects matching {', '.join(globs)}, at most {per_minute}/min")
