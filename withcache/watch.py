@@ -15,12 +15,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from withcache import index, lock, role, store
-from withcache.accesslog import Hit, Ignored, Invalid, Miss, ProjectMiss, parse_line
+from withcache.accesslog import Hit, Ignored, Invalid, Miss, PageHit, ProjectMiss, parse_line
 from withcache.errors import WithcacheError
 from withcache.layout import Layout
 from withcache.tail import Block, Changes, Follower, Warn
@@ -45,6 +45,8 @@ class Tally:
     project_misses: int = 0
     invalid: int = 0
     garbage: int = 0
+    page_hits: int = 0  # /simple/ pages served
+    page_bytes: int = 0
 
     def add(self, block: Block) -> None:
         self.garbage += block.oversize
@@ -93,6 +95,9 @@ class Tally:
                     self.project_misses += 1
             elif type(r) is Ignored:
                 continue
+            elif type(r) is PageHit:
+                self.page_hits += 1
+                self.page_bytes += r.bytes
             elif type(r) is Invalid:
                 self.invalid += 1
             else:
@@ -113,6 +118,7 @@ class Watcher:
         warn: Warn = lambda _msg: None,
         on_commit: Callable[[Tally], None] | None = None,
         index_every: float = 0.0,
+        upkeep: Sequence[Callable[[bool], None]] = (),
     ) -> None:
         self.layout = layout
         self.log = log
@@ -120,6 +126,7 @@ class Watcher:
         self.warn = warn
         self.on_commit = on_commit
         self.index_every = index_every
+        self.upkeep = upkeep  # each called when idle (and with True at the end): metrics, budget
         self.totals = Tally()
         self._stop = threading.Event()
         self._changes = Changes(log)
@@ -142,6 +149,7 @@ class Watcher:
             finally:
                 follower.close()
                 self._render_index(force=self._index_due is not None)
+                self._run_upkeep(final=True)
         return self.totals
 
     def _connect(self) -> sqlite3.Connection:
@@ -176,6 +184,7 @@ class Watcher:
             if once and not follower.settling:
                 return
             self._render_index()
+            self._run_upkeep()
             self._changes.wait(SETTLE if follower.settling else RECHECK)
 
     def _commit(self, conn: sqlite3.Connection, tally: Tally, at: store.Checkpoint) -> None:
@@ -194,6 +203,7 @@ class Watcher:
             self._index_due = self._index_due or time.monotonic() + self.index_every
         if self.on_commit is not None:
             self.on_commit(tally)
+        self._run_upkeep()  # also while catching up on a long backlog (each keeps its pace)
 
     def _record(
         self, conn: sqlite3.Connection, traffic: store.Traffic, at: store.Checkpoint
@@ -223,6 +233,14 @@ class Watcher:
             if waited:
                 self.warn("there is room again: the waiting lines are recorded")
             return
+
+    def _run_upkeep(self, final: bool = False) -> None:
+        """Jobs that keep their own pace (metrics, the disk budget); a failing one warns."""
+        for job in self.upkeep:
+            try:
+                job(final)
+            except (OSError, sqlite3.Error, WithcacheError) as exc:
+                self.warn(f"{getattr(job, 'what', 'upkeep')}: {exc}")
 
     def _render_index(self, force: bool = False) -> None:
         """Keep index.html's hit counts and misses fresh, at most every `index_every` s."""
