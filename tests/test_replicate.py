@@ -280,7 +280,7 @@ def test_rsync_daemon_destination(tree: Tree, tmp_path: Path) -> None:
 def test_mirror_links_stay_links_and_private_index_rules_travel_first(tmp_path: Path) -> None:
     """A /m/ file is a hard link to its blob (one file on the replica too); the private
     indexes' definitions and read lists (state/) reach the replica with their modes, and
-    a change to them alone is replicated."""
+    a change to them alone is replicated; the replica's own metrics stay its own."""
     tmp_path.chmod(0o755)
     center = Layout(tmp_path / "center").ensure()
     key = plant(center, "https://distfiles.example/foo-1.0.tar.gz", b"distfile bytes")
@@ -292,8 +292,12 @@ def test_mirror_links_stay_links_and_private_index_rules_travel_first(tmp_path: 
     read_list = center.state / "auth" / "team.read"
     read_list.write_text("ci:$2b$05$hash\n")
     read_list.chmod(0o640)
+    (center.www / "metrics").write_text("# the center's\n")
     replica = tmp_path / "replica"
+    (replica / "www").mkdir(parents=True)
+    (replica / "www" / "metrics").write_text("# the replica's own\n")
     replicate_to_dir(center.root, replica)
+    assert (replica / "www" / "metrics").read_text() == "# the replica's own\n"
     blob = replica / "www" / keys.blob_relpath(key)
     copy = replica / "www" / "m" / "gentoo" / "distfiles" / "ab" / "foo-1.0.tar.gz"
     assert copy.read_bytes() == b"distfile bytes"

@@ -19,6 +19,7 @@ import requests
 from tests.conftest import run_withcache
 from tests.origin import Origin
 from tests.pyindex_upstream import build_wheel
+from withcache.replicate import HOST_FILES
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
@@ -125,9 +126,14 @@ def listed(base: str, session: requests.Session | None = None) -> list[Listed]:
 
 
 def www_files(data: Path) -> dict[str, bytes]:
-    """Every file under DATA/www/ and its bytes (small test trees only)."""
+    """Every file of the tree under DATA/www/ and its bytes (small test trees only);
+    not the files each host writes for itself (metrics)."""
     www = data / "www"
-    return {str(p.relative_to(www)): p.read_bytes() for p in sorted(www.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(www)): p.read_bytes()
+        for p in sorted(www.rglob("*"))
+        if p.is_file() and str(p.relative_to(www)) not in HOST_FILES
+    }
 
 
 def sha256(body: bytes) -> str:

@@ -51,6 +51,9 @@ BASE_OPTIONS = ("-r", "-t", "-O", "-p", "-H", "-8", "--timeout=300")
 # and who may read them. They travel first, with the marker, so no private page or
 # file reaches a replica before the rule that guards it.
 SERVING_STATE = ("indexes.json", "auth/")
+# Files under www/ that describe the host serving them, not the tree: each replica
+# writes its own, and replicate neither copies nor deletes them.
+HOST_FILES = ("metrics",)
 _TEMP = re.compile(r"^\..*\.tmp$")  # atomic.write's temp files: never part of a tree
 _TOTAL = re.compile(r"^Total transferred file size: ([\d,.]+)", re.MULTILINE)
 
@@ -146,8 +149,9 @@ _SERVING = [
     ),
 ]
 _MARKER = [*_SERVING, f"--filter=+ /state/{role.MARKER}"]
-_LIVE = ["--filter=- .*.tmp", "--filter=+ /www/***", *_SERVING, "--filter=- *"]
-_SNAPSHOT = ["--filter=+ /www/***", *_MARKER, "--filter=- *"]
+_HOST = [f"--filter=- /www/{name}" for name in HOST_FILES]
+_LIVE = [*_HOST, "--filter=- .*.tmp", "--filter=+ /www/***", *_SERVING, "--filter=- *"]
+_SNAPSHOT = [*_HOST, "--filter=+ /www/***", *_MARKER, "--filter=- *"]
 _IMMUTABLE = [
     f"--filter=- {PARTIAL_DIR}/",
     *_MARKER,
@@ -155,12 +159,13 @@ _IMMUTABLE = [
     *(f"--filter=+ /www/{top}/***" for top in IMMUTABLE),
     "--filter=- *",
 ]
-_DELETE = ["--filter=+ /www/***", "--filter=- *"]
+_DELETE = [*_HOST, "--filter=+ /www/***", "--filter=- *"]
 
 
 def _pages_at(depth: int) -> list[str]:
     """Rules for the pages `depth` levels below www/ (1: index.html, catalog.json)."""
     return [
+        *_HOST,
         *(f"--filter=- /www/{top}/" for top in IMMUTABLE),
         "--filter=+ /www/",
         "--filter=+ /www/**/",
