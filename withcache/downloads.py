@@ -25,6 +25,7 @@ import requests
 from withcache import fetch, placement, store
 from withcache.fmt import human
 from withcache.layout import Layout
+from withcache.mirrors import sources
 from withcache.plan import Fetch, Wanted
 from withcache.progress import Progress
 
@@ -141,7 +142,7 @@ class Downloads:
         )
         self.progress.file_started(w.key, w.name, None)
         try:
-            result = fetch.fetch(
+            result = sources.fetcher_for(w)(
                 self._session(),
                 req,
                 self.layout.partial,
@@ -237,6 +238,7 @@ class Downloads:
                 source=d.job.wanted.source,
                 name=d.job.wanted.name,
                 replacing=d.job.known is not None,
+                mirror=sources.mirror_placement(d.job.wanted, d.result),
             )
             for d in done
         ]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 from withcache import __version__, atomic, keys, store
 from withcache.fmt import human, iso_or_none, json_text, visible, when
 from withcache.layout import Layout
+from withcache.mirrors import tree as mirror_tree
 from withcache.misses import listing as open_misses
 
 _CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
@@ -38,6 +39,8 @@ class Row:
     source: str
     hits: int = 0
     last_hit: float | None = None
+    mirror_path: str | None = None  # also served at /m/<name>/<path>
+    served_by: str | None = None  # the mirror source its bytes came from
 
 
 def _shown(value: object) -> object:
@@ -75,9 +78,11 @@ def gather(
         r["key"]: (r["count"], r["last_hit"])
         for r in conn.execute("SELECT key, count, last_hit FROM hits")
     }
+    mirrored = {r.key: r for r in mirror_tree.rows(conn)}
     rows = []
     for a in store.artifacts(conn).values():
         count, last = hits.get(a.key, (0, None))
+        m = mirrored.get(a.key)
         rows.append(
             Row(
                 a.name,
@@ -89,6 +94,8 @@ def gather(
                 a.source,
                 count,
                 last,
+                m.ref.uri if m else None,
+                m.served_by if m else None,
             )
         )
     rows.sort(key=lambda r: (r.name.lower(), r.url))
@@ -96,6 +103,7 @@ def gather(
         {
             "url": m.url,
             "kind": m.kind,
+            "mirror_add": m.mirror_add,
             "count": m.count,
             "clients": m.clients,
             "first_seen": m.first_seen,
@@ -132,8 +140,15 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
     return len(rows)
 
 
+def _mirror_fields(r: Row) -> dict[str, str]:
+    """A mirror file's /m/ path and source, listed only for mirror files."""
+    if r.mirror_path is None:
+        return {}
+    return {"mirror_path": r.mirror_path, "served_by": r.served_by or r.url}
+
+
 def catalog_json(rows: list[Row], generated: float | None) -> str:
-    artifacts = [
+    artifacts: list[dict[str, object]] = [
         {
             "name": r.name,
             "url": r.url,
@@ -145,6 +160,7 @@ def catalog_json(rows: list[Row], generated: float | None) -> str:
             "hits": r.hits,
             "last_hit": iso_or_none(r.last_hit),
         }
+        | _mirror_fields(r)
         for r in rows
     ]
     # One artifact per line: diffable, and json's C encoder (not used with indent=)

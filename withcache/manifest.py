@@ -19,12 +19,13 @@ import yaml
 from withcache import keys, urlcheck
 from withcache.errors import ManifestError, Problem
 from withcache.fmt import human
+from withcache.mirrors import config as mirrors
 from withcache.pyindex.config import PythonConfig
 from withcache.pyindex.config import parse as parse_python
 from withcache.yamlnodes import LOADER, Ctx, boolean, is_null, mapping, sha256, string
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-TOP_KEYS = {"defaults", "artifacts", "auto", "python"}
+TOP_KEYS = {"defaults", "artifacts", "auto", "python", "mirrors"}
 DEFAULT_KEYS = {"keep_query", "headers"}
 ENTRY_KEYS = {"url", "sha256", "headers", "header_hosts", "keep_query"}
 AUTO_KEYS = {"allow_hosts"}
@@ -72,6 +73,7 @@ class Manifest:
     allow_hosts: tuple[str, ...] = ()
     python: tuple[PythonConfig, ...] = ()
     files: tuple[str, ...] = ()
+    mirrors: tuple[mirrors.Mirror, ...] = ()
 
     def by_key(self) -> dict[str, Entry]:
         return {e.key: e for e in self.entries}
@@ -160,6 +162,7 @@ def load(paths: Iterable[Path], *, env: Mapping[str, str] | None = None) -> Mani
         problems.extend(ctx.problems)
     merged = _merge(parts, files)
     problems.extend(_cross_file_problems(list(merged.entries)))
+    problems.extend(mirrors.cross_file_problems(merged.mirrors, _declared(merged.entries)))
     if env is not None:
         problems.extend(_unset_env_problems(merged.entries, env))
     if problems:
@@ -173,6 +176,7 @@ def _merge(parts: list[Manifest], files: list[Path]) -> Manifest:
         allow_hosts=tuple(dict.fromkeys(h for m in parts for h in m.allow_hosts)),
         python=tuple(c for m in parts for c in m.python),
         files=tuple(map(str, files)),
+        mirrors=tuple(x for m in parts for x in m.mirrors),
     )
 
 
@@ -196,6 +200,7 @@ def _parse_file(text: str, ctx: Ctx) -> Manifest | None:
         entries=tuple(_artifacts(top.get("artifacts"), _defaults(top.get("defaults"), ctx), ctx)),
         allow_hosts=tuple(_auto(top.get("auto"), ctx)),
         python=tuple(parse_python(top["python"], ctx) if "python" in top else ()),
+        mirrors=tuple(mirrors.parse(top["mirrors"], ctx) if "mirrors" in top else ()),
     )
 
 
@@ -367,6 +372,11 @@ def _cross_file_problems(entries: list[Entry]) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _declared(entries: Iterable[Entry]) -> dict[str, tuple[str, str, int]]:
+    """key -> (url, file, line) of the URL entries, for the mirrors' duplicate check."""
+    return {e.key: (e.url, e.file, e.line) for e in entries}
 
 
 def _unset_env_problems(entries: Iterable[Entry], env: Mapping[str, str]) -> list[Problem]:

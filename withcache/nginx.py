@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from withcache import keys
+from withcache.errors import NginxError
+from withcache.layout import Layout
 
 if TYPE_CHECKING:
     import jinja2
-from withcache.errors import NginxError
-from withcache.layout import Layout
+
+    from withcache.mirrors.config import Mirror
 
 # A PEP 503 normalised project name, as nginx matches it under /simple/.
 PROJECT_RE = "[a-z0-9]+(?:-[a-z0-9]+)*"
@@ -50,6 +52,7 @@ class Settings:
     workers: str = "auto"
     server_name: str = "_"
     aio_threads: bool = False
+    mirrors: Sequence[Mirror] = ()  # the manifests' mirrors: fall-through ones get locations
 
     def context(self) -> dict[str, object]:
         root = self.layout.root.resolve()
@@ -67,7 +70,14 @@ class Settings:
             "aio_threads": self.aio_threads and has_threads(),
             "token_re": keys.TOKEN_PATH_RE,
             "project_re": PROJECT_RE,
+            **_mirror_context(self.mirrors),
         }
+
+
+def _mirror_context(mirrors: Sequence[Mirror]) -> dict[str, object]:
+    from withcache.mirrors import proxy  # ssl and the manifest code: only when rendering
+
+    return proxy.context(mirrors)
 
 
 def listen_directive(addr: str) -> str:

@@ -25,6 +25,8 @@ from withcache import __version__, atomic, fmt, index, store
 from withcache.fmt import human, iso, json_text, visible
 from withcache.index import html_env
 from withcache.layout import Layout
+from withcache.mirrors import config as mirror_config
+from withcache.mirrors import traffic as mirror_traffic
 from withcache.misses import MissRow, listing
 
 FORMATS = ("text", "markdown", "html", "json")
@@ -220,6 +222,8 @@ def when(ts: float | None) -> str:
 def _what(m: MissRow) -> str:
     if m.kind == "project":
         return f"Python project {visible(m.url)}  -> requirements: [{visible(m.url)}]"
+    if m.kind == mirror_traffic.KIND:
+        return visible(mirror_traffic.what(m.url))
     return visible(m.url)
 
 
@@ -306,6 +310,8 @@ def _markdown(rep: Report) -> str:
                 if m.kind == "project"
                 else _code(m.url)
             )
+            if m.mirror_add:
+                what += f": add with {_code(m.mirror_add)}"
             out.append(f"| {m.count} | {m.clients} | {when(m.last_seen)} | {what} |")
         if rep.new_total > len(rep.new_misses):
             out.append(f"\n... and {rep.new_total - len(rep.new_misses)} more")
@@ -360,4 +366,5 @@ def manifest_keys(paths: list[Path]) -> set[str] | None:
     existing = [p for p in paths if p.exists()]
     if not existing:
         return None
-    return set(manifest.load(existing).by_key())
+    m = manifest.load(existing)
+    return set(m.by_key()) | {f.key for f in mirror_config.files(m.mirrors)}

@@ -75,6 +75,17 @@ SCHEMA = [
         at REAL NOT NULL,
         counters TEXT NOT NULL
     )""",
+    # Mirror files (withcache/mirrors/tree.py): the artifact served at /m/<mirror>/<path>
+    # through a hard link, the source URL its bytes came from, the pins they passed.
+    """CREATE TABLE IF NOT EXISTS mirror_files (
+        mirror TEXT NOT NULL,
+        path TEXT NOT NULL,
+        key TEXT NOT NULL,
+        served_by TEXT NOT NULL,
+        pins TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (mirror, path)
+    )""",
+    "CREATE INDEX IF NOT EXISTS mirror_files_key ON mirror_files (key)",
     # Per-artifact hits at the last report (top artifacts since then).
     """CREATE TABLE IF NOT EXISTS report_hits (
         key TEXT PRIMARY KEY,

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import requests
 
-from withcache import fetch, index, keys, lock, store, tree
+from withcache import fetch, index, keys, lock, placement, store
 from withcache.downloads import Downloads
 from withcache.fmt import human
 from withcache.layout import Layout
 from withcache.manifest import Manifest, resolve_headers
+from withcache.mirrors import publish as mirrors
 from withcache.plan import Plan, Wanted, plan
 from withcache.progress import Progress
 
@@ -135,8 +136,7 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
         the_plan = _plan(layout, manifest, records, opts, progress.note, save=True)
         summary = Summary(present=len(the_plan.keep))
         for r in the_plan.remove:
-            tree.remove(layout, r.artifact.key)
-            store.delete_artifact(conn, r.artifact.key)
+            placement.remove(layout, conn, r.artifact.key)
             progress.note(f"pruned {r.artifact.url}")
             summary.removed += 1
     finally:
@@ -148,6 +148,7 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
     summary.failed = outcome.failed
     summary.warnings = outcome.warnings
     _publish(layout, manifest)
+    mirrors.publish(layout, manifest, progress.note)
     if opts.index and (summary.changed or not (layout.www / "index.html").exists()):
         index.render(layout)  # a no-op sync leaves it alone: 10,000 entries stay under 1 s
     return summary
@@ -163,7 +164,7 @@ def _plan(
     save: bool,
     uv_cache: Path | None = None,
 ) -> Plan:
-    wanted = wanted_from_manifest(manifest)
+    wanted = wanted_from_manifest(manifest) + mirrors.wanted(manifest)
     if manifest.python:
         from withcache import pyindex  # resolving needs uv: loaded only when asked for
 
@@ -174,6 +175,7 @@ def _plan(
         on_disk_sizes(layout, records),
         refresh=opts.refresh,
         prune=opts.prune,
+        repin=mirrors.repin(layout.db, wanted),
     )
 
 

@@ -20,9 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from withcache import index, lock, store
-from withcache.accesslog import Hit, Ignored, Invalid, Miss, ProjectMiss, parse_line
+from withcache.accesslog import (
+    Hit,
+    Ignored,
+    Invalid,
+    MirrorHit,
+    MirrorMiss,
+    Miss,
+    ProjectMiss,
+    parse_line,
+)
 from withcache.errors import WithcacheError
 from withcache.layout import Layout
+from withcache.mirrors import traffic as mirror_traffic
+from withcache.mirrors.paths import MirrorRef
 from withcache.tail import Block, Changes, Follower, Warn
 
 BATCH_LINES = 100_000
@@ -45,6 +56,7 @@ class Tally:
     project_misses: int = 0
     invalid: int = 0
     garbage: int = 0
+    mirror_hits: dict[MirrorRef, store.HitTally] = field(default_factory=dict)  # keyed at commit
 
     def add(self, block: Block) -> None:
         self.garbage += block.oversize
@@ -70,12 +82,14 @@ class Tally:
                         h.last = r.time
                 self.hits += 1
                 self.hit_bytes += r.bytes
-            elif type(r) is Miss or type(r) is ProjectMiss:
+            elif type(r) is Miss or type(r) is ProjectMiss or type(r) is MirrorMiss:
                 key = r.key
                 m = misses.get(key)
                 if m is None:
                     if isinstance(r, Miss):
                         misses[key] = store.MissTally(r.url, "url", 1, r.time, r.time, r.ua)
+                    elif isinstance(r, MirrorMiss):
+                        misses[key] = store.MissTally(r.url, "mirror", 1, r.time, r.time, r.ua)
                     else:
                         misses[key] = store.MissTally(r.project, "project", 1, r.time, r.time, r.ua)
                 else:
@@ -87,10 +101,14 @@ class Tally:
                         m.last_ua = r.ua
                 if r.addr:
                     clients.add((key, r.addr))
-                if type(r) is Miss:
-                    self.misses += 1
-                else:
+                if type(r) is ProjectMiss:
                     self.project_misses += 1
+                else:
+                    self.misses += 1
+            elif type(r) is MirrorHit:
+                mirror_traffic.tally_hit(self.mirror_hits, r.ref, r.bytes, r.time)
+                self.hits += 1
+                self.hit_bytes += r.bytes
             elif type(r) is Ignored:
                 continue
             elif type(r) is Invalid:
@@ -184,6 +202,7 @@ class Watcher:
         traffic.counters = counts
         fresh = traffic.clients - self._known_clients  # a pair already stored adds nothing
         traffic.clients = fresh
+        mirror_traffic.key_hits(conn, tally.mirror_hits, traffic.hits)
         self._record(conn, traffic, at)
         if len(self._known_clients) + len(fresh) > KNOWN_CLIENTS:
             self._known_clients.clear()  # bounded memory; forgetting only costs an insert

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from withcache import nginx
-from withcache.cli.common import Subparsers, command, layout
+from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
 from withcache.errors import NginxError
+
+if TYPE_CHECKING:
+    from withcache.mirrors.config import Mirror
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -30,6 +34,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
 
 
 def _listen_options(p: argparse.ArgumentParser) -> None:
+    manifests_option(p, "manifests whose `mirrors:` fall through to their sources")
     p.add_argument(
         "--aio-threads",
         action="store_true",
@@ -50,7 +55,19 @@ def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Setting
         user=user,
         error_log="stderr",
         aio_threads=args.aio_threads,
+        mirrors=_mirrors(args),
     )
+
+
+def _mirrors(args: argparse.Namespace) -> tuple[Mirror, ...]:
+    """The manifests' mirrors (the fall-through ones need locations); none when the
+    manifests directory does not exist. A broken manifest stops here, as in sync."""
+    existing = [p for p in manifest_paths(args.manifests) if p.exists()]
+    if not existing:
+        return ()
+    from withcache import manifest
+
+    return manifest.load(existing).mirrors
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
