@@ -256,7 +256,8 @@ class Downloads:
             self.outcome.fetched += 1
             self.outcome.bytes += r.size - r.resumed_from
             resumed = f", resumed at {human(r.resumed_from)}" if r.resumed_from else ""
-            self.progress.file_done(w.key, f"fetched {w.url} ({human(r.size)}{resumed})")
+            note = f"fetched {w.url}{sources.via(w, r)} ({human(r.size)}{resumed})"
+            self.progress.file_done(w.key, note)
 
     def _fail(self, conn: sqlite3.Connection | None, w: Wanted, error: str) -> None:
         self.outcome.failed.append((w, error))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ def fetcher_for(w: Wanted) -> Callable[..., fetch.Result | None]:
     return functools.partial(fetch_first, urls=(w.url, *w.fallbacks), digests=w.digests)
 
 
+def via(w: Wanted, result: fetch.Result) -> str:
+    """' from <source>' for a download a fallback source served, else ''."""
+    if isinstance(result, Served) and result.served_by and result.served_by != w.url:
+        return f" from {result.served_by}"
+    return ""
+
+
 def mirror_placement(w: Wanted, result: fetch.Result) -> Placement | None:
     """For a mirror file: its place under /m/, the source that served it, the pins it
     passed (None for any other artifact)."""
@@ -72,6 +80,7 @@ def fetch_first(
     once = dataclasses.replace(policy, attempts=1)
     rounds = max(1, policy.attempts)
     why: dict[str, str] = {}
+    urls = resuming_first(urls, partial_dir, req.key)
     for round_ in range(rounds):
         transient = False
         for url in urls:
@@ -90,7 +99,7 @@ def fetch_first(
                 why[url] = str(exc)
                 transient = transient or exc.retry
                 if on_retry and len(urls) > 1:
-                    on_retry(f"{url}: {exc}; trying the next source")
+                    on_retry(f"source {url}: {exc}; trying the next one")
                 continue
             if result is None:
                 return None  # 304: what we hold is current
@@ -99,7 +108,7 @@ def fetch_first(
                 fetch.discard_partial(partial_dir, req.key)
                 why[url] = problem
                 if on_retry and len(urls) > 1:
-                    on_retry(f"{url}: {problem}; trying the next source")
+                    on_retry(f"source {url}: {problem}; trying the next one")
                 continue
             fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(result)}
             return Served(**fields, served_by=url)
@@ -113,6 +122,20 @@ def fetch_first(
     raise fetch.FetchFailed(
         "no source served it: " + "; ".join(f"{u}: {why.get(u, 'not tried')}" for u in urls)
     )
+
+
+def resuming_first(urls: Sequence[str], partial_dir: Path, key: str) -> Sequence[str]:
+    """The source a partial download came from first: another source's answer would
+    start the file over (and one serving wrong bytes would throw the partial away on
+    every attempt). The partial's sidecar (fetch.py) names its URL."""
+    _, meta = fetch.partial_paths(partial_dir, key)
+    try:
+        url = json.loads(meta.read_text()).get("url")
+    except (OSError, ValueError, AttributeError):
+        return urls
+    if url not in urls or url == urls[0]:
+        return urls
+    return [url, *(u for u in urls if u != url)]
 
 
 def pin_problem(path: Path, size: int, digests: Sequence[tuple[str, str]]) -> str | None:
