@@ -108,8 +108,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate manifests: every problem as file:line, exit 2 if any.
 
     Checks YAML syntax, unknown fields, URLs (http(s) only, no credentials),
-    sha256 pins, duplicate keys across files and keys that collide once the
-    query is dropped. Makes no network request: safe as a pull-request gate.
+    sha256 pins, duplicate keys across files, keys that collide once the query
+    is dropped, and mirrors (sources, paths, GLEP 75 places, BLAKE2B/SHA512
+    pins). Makes no network request: safe as a pull-request gate.
 
     example:
       withcache check                    # everything under manifests/
@@ -120,7 +121,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     m = manifest.load(manifest_paths(args.paths))
     if args.verbose:
         python = f", {len(m.python)} python sections" if m.python else ""
-        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}: ok")
+        mirrors = ""
+        if m.mirrors:
+            n = sum(len(x.files) for x in m.mirrors)
+            mirrors = f", {len(m.mirrors)} mirrors ({n} files)"
+        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}{mirrors}: ok")
     return 0
 
 
