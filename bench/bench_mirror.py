@@ -9,6 +9,7 @@ probes with `ab -k -i` (req/s). Fall-through: a 1 GiB file the tree lacks, strea
 by nginx's proxy from the origin, against curl straight from the origin: MB/s and
 the time to the first byte (curl's time_starttransfer); the delay row is the per-round
 difference. Runs interleave the two sides of each comparison round by round.
+--quick: 256 MiB instead of 1 GiB, 3 rounds, 1 s load runs.
 """
 
 from __future__ import annotations
@@ -43,15 +44,17 @@ def curl(url: str, size: int) -> tuple[float, float]:
 
 def main() -> int:
     args = c.parse_args("mirror")
-    runs = args.runs or 5
+    runs = args.runs or (3 if args.quick else 5)
     big_runs = args.runs or (3 if args.quick else 5)
     load_s = 1 if args.quick else 2
+    big = c.GiB // 4 if args.quick else c.GiB  # --quick: 256 MiB files
+    label = "256 MiB" if args.quick else "1 GiB"
     table = c.Table("mirror", args.json)
 
     with c.tmpdir("bench-mirror") as tmp, ExitStack() as stack:
         origin_dir = tmp / "origin"
-        c.log("writing the 1 GiB file")
-        c.make_file(origin_dir / "pool" / "big.bin", c.GiB)
+        c.log(f"writing the {label} file")
+        c.make_file(origin_dir / "pool" / "big.bin", big)
         c.make_file(origin_dir / "pool" / "small.bin", 4096, seed=1)
         os.link(origin_dir / "pool" / "big.bin", origin_dir / "pool" / "fall.bin")
         origin = stack.enter_context(c.static_origin(origin_dir))
@@ -64,7 +67,7 @@ def main() -> int:
             "    files: [pool/big.bin, pool/small.bin]\n"
             "    fallthrough: true\n"
         )
-        c.log("withcache sync of the mirror's 1 GiB and 4 KiB files")
+        c.log(f"withcache sync of the mirror's {label} and 4 KiB files")
         c.run([*c.WITHCACHE, "sync", "-q", "--data", str(data), "-m", str(manifest)], timeout=300)
         port = c.free_port()
         argv = [*c.WITHCACHE, "serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
@@ -73,13 +76,13 @@ def main() -> int:
         b = {k: ours + c.cache_path(f"{origin}/pool/{k}.bin") for k in ("big", "small")}
         m = {k: f"{ours}/m/bench/pool/{k}.bin" for k in ("big", "small")}
 
-        c.log(f"1 GiB GET x{big_runs}, /b/ and /m/")
+        c.log(f"{label} GET x{big_runs}, /b/ and /m/")
         rates: dict[str, list[float]] = {"b": [], "m": []}
         for _ in range(big_runs):
-            rates["b"].append(curl(b["big"], c.GiB)[0])
-            rates["m"].append(curl(m["big"], c.GiB)[0])
-        table.add("1 GiB GET (curl), /b/", c.Stats(rates["b"]), "MB/s", baseline=True)
-        table.add("1 GiB GET (curl), /m/", c.Stats(rates["m"]), "MB/s", target=0.9, paired=True)
+            rates["b"].append(curl(b["big"], big)[0])
+            rates["m"].append(curl(m["big"], big)[0])
+        table.add(f"{label} GET (curl), /b/", c.Stats(rates["b"]), "MB/s", baseline=True)
+        table.add(f"{label} GET (curl), /m/", c.Stats(rates["m"]), "MB/s", target=0.9, paired=True)
 
         for title, tool, fn in (
             ("4 KiB GET (wrk)", "wrk", wrk_rps),
@@ -96,22 +99,26 @@ def main() -> int:
             table.add(f"{title}, /b/", c.Stats(samples["b"]), "req/s", baseline=True)
             table.add(f"{title}, /m/", c.Stats(samples["m"]), "req/s", target=0.9, paired=True)
 
-        c.log(f"fall-through of 1 GiB x{big_runs}, against curl from the source")
+        c.log(f"fall-through of {label} x{big_runs}, against curl from the source")
         direct = f"{origin}/pool/fall.bin"
         through = f"{ours}/m/bench/pool/fall.bin"
-        curl(direct, c.GiB)  # warm the origin's page cache for both sides
+        curl(direct, big)  # warm the origin's page cache for both sides
         got: dict[str, list[tuple[float, float]]] = {"direct": [], "through": []}
         for _ in range(big_runs):
-            got["direct"].append(curl(direct, c.GiB))
-            got["through"].append(curl(through, c.GiB))
+            got["direct"].append(curl(direct, big))
+            got["through"].append(curl(through, big))
             time.sleep(0.2)
         if (data / "www" / "m" / "bench" / "pool" / "fall.bin").exists():
             raise RuntimeError("fall-through stored the file: it must stream only")
         d_rate = c.Stats([r for r, _ in got["direct"]])
         t_rate = c.Stats([r for r, _ in got["through"]])
-        table.add("1 GiB from the source (curl)", d_rate, "MB/s", baseline=True)
+        table.add(f"{label} from the source (curl)", d_rate, "MB/s", baseline=True)
         table.add(
-            "1 GiB fall-through via /m/ (nginx proxy)", t_rate, "MB/s", target=0.8, paired=True
+            f"{label} fall-through via /m/ (nginx proxy)",
+            t_rate,
+            "MB/s",
+            target=0.8,
+            paired=True,
         )
         d_first = c.Stats([f for _, f in got["direct"]])
         t_first = c.Stats([f for _, f in got["through"]])
