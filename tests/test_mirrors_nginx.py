@@ -221,8 +221,12 @@ def test_fallthrough_streams_from_the_second_source_and_www_stays_as_it_was_unti
     cache = start_nginx(data.root, None, "-m", str(m))
     try:
         before = snapshot(data.www)
-        r = requests.get(cache.url + "/m/lab/pool/f.tgz", timeout=10)
+        secrets = {"Cookie": "session=ours", "Authorization": "Bearer ours"}
+        r = requests.get(cache.url + "/m/lab/pool/f.tgz?mirror=1", headers=secrets, timeout=10)
         assert r.status_code == 200 and r.content == body
+        (seen,) = origin.seen("/pub/pool/f.tgz", "GET")
+        assert seen.path == "/pub/pool/f.tgz"  # base + path: no query
+        assert not {"Cookie", "Authorization"} & set(seen.headers)  # nor our clients' secrets
         part = requests.get(cache.url + "/m/lab/pool/f.tgz", headers={"Range": "bytes=5-9"})
         assert part.status_code == 206 and part.content == body[5:10]
         head = requests.head(cache.url + "/m/lab/pool/f.tgz", timeout=10)
