@@ -113,11 +113,9 @@ def parse(node: yaml.Node, ctx: Ctx) -> list[Mirror]:
     if top is None:
         return []
     out = []
-    names = {
-        k.value: k for k, _ in node.value if isinstance(k, yaml.ScalarNode)
-    }  # for the name's own line
+    key_nodes = {k.value: k for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     for name, value in top.items():
-        key_node = names.get(name, value)
+        key_node = key_nodes.get(name, value)  # a mirror's line is its name's
         problem = name_problem(name)
         if problem:
             ctx.add(key_node, problem)

@@ -69,13 +69,11 @@ def publish(layout: Layout, manifest: Manifest, say: Callable[[str], None]) -> N
         for f in config.files(manifest.mirrors):
             rec = records.get(f.key)
             row = rows.get(f.ref)
-            if rec is None or (
-                row is not None and row.key == f.key and mirror_tree.is_linked(layout, f.key, f.ref)
-            ):
+            kept = row if row is not None and row.key == f.key else None
+            if rec is None or (kept and mirror_tree.is_linked(layout, f.key, f.ref)):
                 continue
-            same = row is not None and row.key == f.key
             m = mirror_tree.Placement(
-                f.ref, row.served_by if row and same else rec.url, row.pins if row and same else ""
+                f.ref, kept.served_by if kept else rec.url, kept.pins if kept else ""
             )
             if placement.link_mirror(layout, conn, f.key, m):
                 say(f"linked {f.ref.uri}")
