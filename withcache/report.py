@@ -25,7 +25,6 @@ from withcache import __version__, atomic, fmt, index, store
 from withcache.fmt import human, iso, json_text, visible
 from withcache.index import html_env
 from withcache.layout import Layout
-from withcache.mirrors import config as mirror_config
 from withcache.mirrors import traffic as mirror_traffic
 from withcache.misses import MissRow, listing
 
@@ -367,4 +366,4 @@ def manifest_keys(paths: list[Path]) -> set[str] | None:
     if not existing:
         return None
     m = manifest.load(existing)
-    return set(m.by_key()) | {f.key for f in mirror_config.files(m.mirrors)}
+    return set(m.by_key()) | {f.key for mirror in m.mirrors for f in mirror.files}
