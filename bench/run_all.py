@@ -33,13 +33,14 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # DEFAULT until it is listed here; the shares must add up to no more than the suite.
 SUITE = {False: 595, True: 118}
 BUDGET = {  # area: (full, quick); indexed by the --quick flag (False 0, True 1)
-    "serve": (90, 24),
-    "sync": (120, 28),
+    "serve": (80, 24),
+    "sync": (110, 26),
     "index": (35, 6),
     "shim": (100, 10),
     "watch": (90, 14),
-    "pyindex": (80, 18),
-    "mirror": (80, 18),
+    "pyindex": (70, 16),
+    "ondemand": (50, 8),
+    "mirror": (60, 14),
 }
 DEFAULT = (60, 10)
 ORDER = list(BUDGET)

@@ -206,3 +206,21 @@ class Upstream:
             d.mkdir(parents=True, exist_ok=True)
             for dist in dists:
                 (d / dist.filename).write_bytes(dist.body)
+
+
+def thirty_projects(prefix: str = "od") -> Upstream:
+    """30 projects with dependencies: `<prefix>-app` needs five leaves
+    (`<prefix>-dep-1`..`5`); `<prefix>-listed` needs nothing (what a manifest lists);
+    23 libraries make a chain (`<prefix>-lib-01` needs `-02`, which needs `-03`, ...).
+    Pure wheels, PEP 658 metadata on the app."""
+    up = Upstream()
+    deps = [f"{prefix}-dep-{i}" for i in range(1, 6)]
+    up.add(f"{prefix}-app", "1.0", deps, pep658=True)
+    for d in deps:
+        up.add(d, "1.0")
+    libs = [f"{prefix}-lib-{i:02d}" for i in range(1, 24)]
+    up.add(f"{prefix}-listed", "1.0")
+    for i, lib in enumerate(libs):
+        up.add(lib, "1.0", libs[i + 1 : i + 2])
+    assert len(up.projects()) == 30
+    return up

@@ -291,3 +291,23 @@ def test_kill_9_during_mirror_syncs_never_leaves_a_bad_file(
     r = run_withcache("sync", "--data", str(data.root), "-m", str(m))
     assert r.returncode == 0, r.stderr
     assert assert_mirror_tree_sound(data) == len(bodies)
+
+
+def test_sync_locked_holds_mirror_files_to_the_lock(
+    origin: Origin, data: Layout, tmp_path: Path
+) -> None:
+    body = os.urandom(4000)
+    origin.add("/x.tgz", body)
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    m = mirror_manifest(manifests / "m.yaml", "g", [origin.base], ["x.tgz"])
+    assert sync(data, m) == 0
+    assert main(["lock", "--data", str(data.root), "-m", str(manifests), "-q"]) == 0
+    key = keys.normalize(f"{origin.base}/x.tgz")
+    assert (manifests / "withcache.lock").read_text().endswith(f"{sha(body)}  {key}\n")
+    assert sync(data, m, "--locked") == 0  # held and locked: nothing to do
+    origin.add("/x.tgz", os.urandom(4000))  # changed in place upstream
+    link(data, "g", "x.tgz").unlink()
+    blob(data, key).unlink()
+    assert sync(data, m, "--locked") == 1  # the new bytes are not the locked ones
+    assert not link(data, "g", "x.tgz").exists() and not blob(data, key).exists()

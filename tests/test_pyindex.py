@@ -425,7 +425,7 @@ def test_python_section_loads_with_defaults(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("python: [a]", ["1: python must be a mapping"]),
-        ("python:\n  index: https://x/simple/", ["2: python: needs 'requirements' or"]),
+        ("python:\n  index: https://x/simple/", ["2: python: needs 'requirements', 'on_demand'"]),
         (
             "python:\n  requirements: [a]\n  colour: red",
             [

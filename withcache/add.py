@@ -357,3 +357,121 @@ def append_mirror_files(text: str, mirror: str, files: Sequence[NewMirrorFile]) 
             text, _line_end(text, key.start_mark.line), files, key.start_mark.column + 2, nl
         )
     raise UsageError(f"mirror {mirror!r}: 'files' is not a block list (one '- path' per line)")
+
+
+# --- python.requirements: `withcache add --python NAME` ----------------------------------
+
+
+def add_python(
+    names: Sequence[str], against: Sequence[Path], target: Path | None = None
+) -> tuple[Path, list[str]]:
+    """Append project names to a python: section's `requirements` (as text, comments
+    kept), so sync resolves them itself: a project taken on demand moves into a
+    manifest. The target is `target`, else the manifest whose on_demand admits the
+    first name, else the first with a python: section. Returns (file, normalised names).
+    Validated with the other manifests like check; nothing is written on a problem."""
+    from withcache.pyindex import names as pynames
+
+    wanted: list[str] = []
+    for n in names:
+        why = pynames.name_problem(n)
+        if why:
+            raise UsageError(f"{n!r}: {why}")
+        if pynames.normalize(n) not in wanted:
+            wanted.append(pynames.normalize(n))
+    files = manifest.manifest_files([a for a in against if a.exists()])
+    target = target or _python_manifest(files, wanted[0])
+    text = target.read_text(encoding="utf-8")
+    have = _requirement_names(text)
+    already = [n for n in wanted if n in have]
+    if already:
+        raise UsageError(f"{target}: already in python.requirements: {', '.join(already)}")
+    new, line = append_requirements(text, wanted)
+    others = [p for p in files if not _same_file(p, target)]
+    _validate(target, new, line, [], others)
+    _write(target, new)
+    return target, wanted
+
+
+def _python_manifest(files: Sequence[Path], project: str) -> Path:
+    first: Path | None = None
+    for path in files:
+        try:
+            m = manifest.load([path])
+        except ManifestError:
+            continue
+        for cfg in m.python:
+            if cfg.takes(project):
+                return path
+            first = first or path
+    if first is None:
+        raise UsageError("no manifest has a python: section; name one with -m FILE")
+    return first
+
+
+def _requirement_names(text: str) -> set[str]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from withcache.pyindex.names import normalize
+
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return set()
+    reqs = (doc.get("python") or {}).get("requirements") if isinstance(doc, dict) else None
+    out = set()
+    for r in reqs if isinstance(reqs, list) else []:
+        try:
+            out.add(normalize(Requirement(str(r)).name))
+        except InvalidRequirement:
+            continue
+    return out
+
+
+def append_requirements(text: str, projects: Sequence[str]) -> tuple[str, int]:
+    """`text` with the projects added to python.requirements; and the 1-based line they
+    are on (pure). Raises UsageError when the layout cannot be extended as text."""
+    nl = "\r\n" if "\r\n" in text else "\n"
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"cannot parse the manifest to add to: {exc}") from None
+    section = _value_of(root, "python")
+    if not isinstance(section, yaml.MappingNode) or section.flow_style:
+        raise UsageError("the manifest has no block-style python: section to add to")
+    reqs = _value_of(section, "requirements")
+    if reqs is None:  # no requirements yet: a new key, first in the section
+        first_key = section.value[0][0]
+        indent = first_key.start_mark.column
+        at = text.rfind("\n", 0, first_key.start_mark.index) + 1
+        line = f"{' ' * indent}requirements: [{', '.join(projects)}]{nl}"
+        return text[:at] + line + text[at:], text.count("\n", 0, at) + 1
+    if not isinstance(reqs, yaml.SequenceNode):
+        raise UsageError("python.requirements is not a list")
+    if reqs.flow_style:  # [a, b] -> [a, b, c]
+        close = reqs.end_mark.index - 1
+        if text[close] != "]":
+            raise UsageError("cannot find the end of python.requirements' [...] list")
+        sep = ", " if reqs.value else ""
+        new = text[:close].rstrip(" ") + sep + ", ".join(projects) + text[close:]
+        return new, reqs.start_mark.line + 1
+    first = reqs.value[0]
+    line_start = text.rfind("\n", 0, first.start_mark.index) + 1
+    dash = text.rfind("-", line_start, first.start_mark.index)
+    if dash < 0:
+        raise UsageError("cannot find python.requirements' '-' to line up with")
+    end = _deepest_end(reqs.value[-1])
+    at = _line_end(text, end.line, end)
+    if at == len(text) and text and not text.endswith("\n"):
+        text += nl
+        at = len(text)
+    block = "".join(f"{' ' * (dash - line_start)}- {p}{nl}" for p in projects)
+    return text[:at] + block + text[at:], text.count("\n", 0, at) + 1
+
+
+def _value_of(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next(
+        (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None
+    )

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
@@ -74,8 +75,10 @@ class Downloads:
         policy: fetch.Policy,
         progress: Progress,
         session: Callable[[], requests.Session] = fetch.new_session,
+        partial: Path | None = None,
     ) -> None:
         self.layout = layout
+        self.partial = partial or layout.partial  # another writer keeps its own partials
         self.jobs = max(1, jobs)
         self.policy = policy
         self.progress = progress
@@ -145,14 +148,14 @@ class Downloads:
             result = sources.fetcher_for(w)(
                 self._session(),
                 req,
-                self.layout.partial,
+                self.partial,
                 self.policy,
                 progress=lambda n: self._advance(w.key, n),
                 on_length=lambda total: self.progress.file_started(w.key, w.name, total),
                 on_retry=lambda msg: self.progress.note(f"{w.url}: {msg}"),
             )
         except fetch.DiskFull as exc:
-            fetch.discard_partial(self.layout.partial, w.key)  # space first, resume later
+            fetch.discard_partial(self.partial, w.key)  # space first, resume later
             self._queue.put(_Failed(w, self._disk_full(exc)))
             return
         except fetch.FetchFailed as exc:
@@ -252,7 +255,7 @@ class Downloads:
             return
         for d in done:
             w, r = d.job.wanted, d.result
-            fetch.discard_partial(self.layout.partial, w.key)
+            fetch.discard_partial(self.partial, w.key)
             self.outcome.fetched += 1
             self.outcome.bytes += r.size - r.resumed_from
             resumed = f", resumed at {human(r.resumed_from)}" if r.resumed_from else ""

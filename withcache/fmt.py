@@ -31,6 +31,17 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'7d', '12h', '30m', '2w', '90s' -> seconds (`misses --since`, `python.refresh`)."""
+    number, unit = text[:-1], text[-1:].lower()
+    if unit not in _UNITS or not number.isdigit() or not number.isascii():
+        raise ValueError(f"{text!r} is not a duration like 7d, 12h, 30m or 2w")
+    return int(number) * _UNITS[unit]
+
+
 def iso(ts: float) -> str:
     """A Unix time as ISO 8601 UTC, for JSON and machine-read text."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -114,6 +114,20 @@ def gather(
     return rows, misses
 
 
+def on_demand_pending(layout: Layout) -> list[tuple[str, float]]:
+    """Python projects taken on demand, not yet in a manifest (flagged like auto-fill),
+    with when they were taken."""
+    if not (layout.state / "ondemand.json").exists():
+        return []
+    from withcache.pyindex import demand
+
+    return list(demand.pending(layout).items())
+
+
+def on_demand(layout: Layout) -> list[dict[str, Any]]:
+    return [{"project": p, "taken_at": t} for p, t in on_demand_pending(layout)]
+
+
 def render(layout: Layout, *, timestamp: bool = True) -> int:
     """Write index.html and catalog.json from the state DB; return the artifact count."""
     layout.www.mkdir(parents=True, exist_ok=True)
@@ -122,6 +136,7 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
         rows, misses = gather(conn, layout.www)
     finally:
         conn.close()
+    taken = on_demand(layout)
     generated = time.time() if timestamp else None
     html = (
         html_env()
@@ -133,10 +148,11 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
             generated=when(generated),
             version=__version__,
             has_report=(layout.www / "report.html").exists(),
+            on_demand=taken,
         )
     )
     atomic.write(layout.www / "index.html", html.encode())
-    atomic.write(layout.www / "catalog.json", catalog_json(rows, generated).encode())
+    atomic.write(layout.www / "catalog.json", catalog_json(rows, generated, taken).encode())
     return len(rows)
 
 
@@ -147,7 +163,9 @@ def _mirror_fields(r: Row) -> dict[str, str]:
     return {"mirror_path": r.mirror_path, "served_by": r.served_by or r.url}
 
 
-def catalog_json(rows: list[Row], generated: float | None) -> str:
+def catalog_json(
+    rows: list[Row], generated: float | None, on_demand: list[dict[str, Any]] | None = None
+) -> str:
     artifacts: list[dict[str, object]] = [
         {
             "name": r.name,
@@ -165,6 +183,12 @@ def catalog_json(rows: list[Row], generated: float | None) -> str:
     ]
     # One artifact per line: diffable, and json's C encoder (not used with indent=)
     # keeps a 100,000-artifact catalog fast.
-    head = json.dumps({"generated": iso_or_none(generated), "count": len(rows)})[:-1]
+    head_doc: dict[str, Any] = {"generated": iso_or_none(generated), "count": len(rows)}
+    if on_demand:  # "on demand, not yet in a manifest"
+        head_doc["python_on_demand"] = [
+            {"project": t["project"], "taken_at": iso_or_none(t["taken_at"]), "in_manifest": False}
+            for t in on_demand
+        ]
+    head = json.dumps(head_doc)[:-1]
     body = ",\n ".join(json_text(a) for a in artifacts)
     return f'{head}, "artifacts": [\n {body}\n]}}\n'

@@ -17,7 +17,7 @@ from typing import Any
 
 from withcache import keys, manifest
 from withcache.accesslog import PROJECT_PREFIX, pep503
-from withcache.fmt import iso
+from withcache.fmt import iso, parse_duration
 from withcache.mirrors import traffic as mirror_traffic
 from withcache.mirrors.paths import MISS_PREFIX, from_miss_key
 
@@ -104,15 +104,7 @@ def listing(
     return out
 
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_age(text: str) -> float:
-    """'7d', '12h', '30m', '2w', '90s' -> seconds (for `misses --since`)."""
-    number, unit = text[:-1], text[-1:].lower()
-    if unit not in _UNITS or not number.isdigit() or not number.isascii():
-        raise ValueError(f"{text!r} is not a duration like 7d, 12h, 30m or 2w")
-    return int(number) * _UNITS[unit]
+parse_age = parse_duration  # `misses --since 7d`
 
 
 def _has_project_page(www: Path | None, project: str) -> bool:

@@ -1,7 +1,8 @@
 """`withcache report`: what is new since the previous report, for cron.
 
-News is a new miss, a sync failure since the previous report, or a new auto-filled
-artifact. With no news the report prints nothing (cron mails nothing); with news it
+News is a new miss, a sync failure since the previous report, a new auto-filled
+artifact, a new Python project taken on demand, or one that failed to be taken.
+With no news the report prints nothing (cron mails nothing); with news it
 also shows the context: traffic and hit ratio since the previous report, the top
 artifacts, disk use. The state ("what the previous report saw") is in the DB and is
 advanced in the same transaction that reads it, and only once the output is written.
@@ -27,6 +28,7 @@ from withcache.index import html_env
 from withcache.layout import Layout
 from withcache.mirrors import traffic as mirror_traffic
 from withcache.misses import MissRow, listing
+from withcache.pyindex import attempts
 
 FORMATS = ("text", "markdown", "html", "json")
 SHOW_NEW = 50
@@ -51,6 +53,15 @@ class AutoFilled:
 
 
 @dataclass(frozen=True)
+class TakenProject:
+    """A Python project taken on demand, not yet in a manifest."""
+
+    project: str
+    taken_at: float
+    new: bool
+
+
+@dataclass(frozen=True)
 class Top:
     name: str
     url: str
@@ -71,6 +82,9 @@ class Report:
     again_total: int = 0
     failures: list[Failure] = field(default_factory=list)
     auto: list[AutoFilled] = field(default_factory=list)
+    on_demand: list[TakenProject] = field(default_factory=list)
+    on_demand_failed: list[attempts.Attempt] = field(default_factory=list)
+    on_demand_counts: dict[str, int] = field(default_factory=dict)  # since the previous report
     traffic: dict[str, int] = field(default_factory=dict)
     top: list[Top] = field(default_factory=list)
     artifacts: int = 0
@@ -84,7 +98,13 @@ class Report:
 
     @property
     def news(self) -> bool:
-        return bool(self.new_total or self.failures or any(a.new for a in self.auto))
+        return bool(
+            self.new_total
+            or self.failures
+            or any(a.new for a in self.auto)
+            or any(t.new for t in self.on_demand)
+            or self.on_demand_failed
+        )
 
     @property
     def hit_ratio(self) -> float | None:
@@ -119,9 +139,18 @@ def build(
             new = since is None or a.fetched_at > since
             rep.auto.append(AutoFilled(a.url, a.name, a.size, a.fetched_at, new))
     rep.auto.sort(key=lambda a: (-a.fetched_at, a.url))
+    rep.on_demand = [
+        TakenProject(p, t, since is None or t > since) for p, t in index.on_demand_pending(layout)
+    ]
+    rep.on_demand_failed = attempts.failures(conn, since or 0.0)
 
     now = store.counters(conn)
     rep.traffic = {k: now.get(k, 0) - before.get(k, 0) for k in store.COUNTERS}
+    rep.on_demand_counts = {
+        k.removeprefix("ondemand_"): now.get(k, 0) - before.get(k, 0)
+        for k in sorted(now)
+        if k.startswith("ondemand_") and now.get(k, 0) != before.get(k, 0)
+    }
     rep.seen_counters = now
     rep.seen_hits = list(conn.execute("SELECT key, count, bytes FROM hits"))
     rep.seen_misses = list(conn.execute("SELECT count, key FROM misses WHERE reported != count"))
@@ -237,6 +266,27 @@ def _traffic_line(rep: Report) -> str:
     )
 
 
+def _failure_text(a: attempts.Attempt) -> str:
+    first = visible(a.detail.splitlines()[0] if a.detail else "failed")
+    return f"{first} (attempt {a.attempts}, {when(a.at)} UTC; next try {when(a.retry_at)} UTC)"
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    """taken 3, absent 12, over_rate 980 ... -> words a person reads."""
+    words = {
+        "taken": "taken",
+        "absent": "not on the upstream",
+        "failed": "failed",
+        "refused": "refused names",
+        "outside": "outside on_demand",
+        "queue_full": "dropped (queue full)",
+        "over_rate": "dropped (over the rate cap)",
+        "backoff": "skipped (negative cache or backoff)",
+        "refreshes": "refreshes",
+    }
+    return ", ".join(f"{n:,} {words.get(k, k)}" for k, n in counts.items())
+
+
 def _disk_line(rep: Report) -> str:
     free = f", {human(rep.disk_free)} free" if rep.disk_free is not None else ""
     return f"{human(rep.disk_used)} in {rep.artifacts} artifacts{free}"
@@ -270,6 +320,21 @@ def _text(rep: Report) -> str:
             new = "new, " if a.new else ""
             out.append(f"  {visible(a.url)} ({new}{human(a.size)}, fetched {when(a.fetched_at)})")
         out.append("")
+    if rep.on_demand:
+        out.append(f"Python projects on demand, not yet in a manifest ({len(rep.on_demand)}):")
+        for taken in rep.on_demand:
+            new = "new, " if taken.new else ""
+            out.append(f"  {visible(taken.project)} ({new}taken {when(taken.taken_at)})")
+        out.append("  Keep one with `withcache add --python NAME`, then a PR.")
+        out.append("")
+    if rep.on_demand_failed:
+        n = len(rep.on_demand_failed)
+        out.append(f"Python projects that could not be taken on demand ({n}):")
+        for failed in rep.on_demand_failed:
+            out.append(f"  {visible(failed.project)}: {_failure_text(failed)}")
+        out.append("")
+    if rep.on_demand_counts:
+        out.append("On demand since the previous report: " + _counts_line(rep.on_demand_counts))
     out.append("Since the previous report: " + _traffic_line(rep))
     if rep.top:
         out.append("Top artifacts:")
@@ -327,7 +392,20 @@ def _markdown(rep: Report) -> str:
         out += [f"### Auto-filled, not yet in a manifest ({len(rep.auto)})", ""]
         out += [f"- {_code(a.url)} ({'new, ' if a.new else ''}{human(a.size)})" for a in rep.auto]
         out.append("")
+    if rep.on_demand:
+        out += [f"### Python projects on demand, not yet in a manifest ({len(rep.on_demand)})", ""]
+        out += [
+            f"- {_code(t.project)} ({'new, ' if t.new else ''}taken {when(t.taken_at)} UTC)"
+            for t in rep.on_demand
+        ]
+        out += ["", "Keep one with `withcache add --python NAME`, then a PR.", ""]
+    if rep.on_demand_failed:
+        out += [f"### Could not be taken on demand ({len(rep.on_demand_failed)})", ""]
+        out += [f"- {_code(a.project)}: {_code(_failure_text(a))}" for a in rep.on_demand_failed]
+        out.append("")
     out += ["### Traffic", "", "Since the previous report: " + _traffic_line(rep), ""]
+    if rep.on_demand_counts:
+        out += ["On demand: " + _counts_line(rep.on_demand_counts), ""]
     if rep.top:
         out += ["| Hits | Served | Artifact |", "|---:|---:|---|"]
         out += [f"| {t.hits} | {human(t.bytes)} | {_code(t.name)} |" for t in rep.top]
@@ -351,6 +429,20 @@ def as_json(rep: Report) -> dict[str, Any]:
         "auto_filled_not_in_manifest": [
             dict(asdict(a), fetched_at=iso(a.fetched_at)) for a in rep.auto
         ],
+        "python_on_demand_not_in_manifest": [
+            {"project": t.project, "taken_at": iso(t.taken_at), "new": t.new} for t in rep.on_demand
+        ],
+        "python_on_demand_failed": [
+            {
+                "project": a.project,
+                "error": a.detail,
+                "attempts": a.attempts,
+                "at": iso(a.at),
+                "retry_at": iso(a.retry_at),
+            }
+            for a in rep.on_demand_failed
+        ],
+        "python_on_demand_counts": rep.on_demand_counts,
         "traffic": dict(rep.traffic, hit_ratio=rep.hit_ratio),
         "top_artifacts": [asdict(t) for t in rep.top],
         "disk": {"artifacts": rep.artifacts, "used": rep.disk_used, "free": rep.disk_free},

@@ -92,6 +92,24 @@ SCHEMA = [
         count INTEGER NOT NULL,
         bytes INTEGER NOT NULL
     )""",
+    # Python projects the watcher tried to take on demand: how it went, when to try again
+    # (pyindex/attempts.py).
+    """CREATE TABLE IF NOT EXISTS ondemand (
+        project TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        at REAL NOT NULL,
+        retry_at REAL NOT NULL
+    )""",
+    # Validators of upstream project pages, for conditional refreshes (pyindex/refresh.py).
+    """CREATE TABLE IF NOT EXISTS upstream_pages (
+        url TEXT PRIMARY KEY,
+        etag TEXT,
+        last_modified TEXT,
+        digest TEXT,
+        checked_at REAL NOT NULL
+    )""",
 ]
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import requests
 
-from withcache import fetch, index, keys, lock, placement, store
+from withcache import fetch, index, keys, lock, lockfile, placement, store
 from withcache.downloads import Downloads
 from withcache.fmt import human
 from withcache.layout import Layout
+from withcache.lockfile import Lock
 from withcache.manifest import Manifest, resolve_headers
 from withcache.mirrors import publish as mirrors
 from withcache.plan import Plan, Wanted, plan
@@ -38,6 +39,7 @@ class Options:
     wait: bool = False
     index: bool = True  # re-render index.html and catalog.json when something changed
     policy: fetch.Policy = field(default_factory=fetch.Policy)
+    lock: Lock | None = None  # --locked: every download held to the lock file
 
 
 @dataclass
@@ -134,6 +136,11 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
     try:
         records = store.artifacts(conn)
         the_plan = _plan(layout, manifest, records, opts, progress.note, save=True)
+        refused: list[tuple[Wanted, str]] = []
+        if opts.lock is not None:
+            the_plan, refused = lockfile.enforce(the_plan, opts.lock, records)
+            for w, why in refused:
+                store.record_failure(conn, w.key, w.url, why)
         summary = Summary(present=len(the_plan.keep))
         for r in the_plan.remove:
             placement.remove(layout, conn, r.artifact.key)
@@ -145,9 +152,9 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
     summary.fetched = outcome.fetched
     summary.unchanged = outcome.unchanged
     summary.bytes = outcome.bytes
-    summary.failed = outcome.failed
+    summary.failed = refused + outcome.failed
     summary.warnings = outcome.warnings
-    _publish(layout, manifest)
+    _publish(layout, manifest, opts.prune)
     mirrors.publish(layout, manifest, progress.note)
     if opts.index and (summary.changed or not (layout.www / "index.html").exists()):
         index.render(layout)  # a no-op sync leaves it alone: 10,000 entries stay under 1 s
@@ -168,7 +175,9 @@ def _plan(
     if manifest.python:
         from withcache import pyindex  # resolving needs uv: loaded only when asked for
 
-        wanted += pyindex.wanted(manifest, layout, records, say=say, save=save, uv_cache=uv_cache)
+        wanted += pyindex.wanted(
+            manifest, layout, records, say=say, save=save, uv_cache=uv_cache, refresh=opts.refresh
+        )
     return plan(
         wanted,
         records,
@@ -179,12 +188,12 @@ def _plan(
     )
 
 
-def _publish(layout: Layout, manifest: Manifest) -> None:
+def _publish(layout: Layout, manifest: Manifest, prune: bool) -> None:
     """The front doors' pages, from what the store now holds (failed files left out)."""
     if manifest.python or (layout.www / "simple").exists():
         from withcache import pyindex
 
-        pyindex.write_index(manifest, layout)
+        pyindex.write_index(manifest, layout, prune=prune)
 
 
 def preview(

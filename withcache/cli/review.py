@@ -52,14 +52,21 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     )
 
     p = command(sub, parent, "add", cmd_add)
-    p.add_argument("urls", nargs="+", metavar="URL")
+    p.add_argument("urls", nargs="*", metavar="URL")
+    p.add_argument(
+        "--python",
+        action="append",
+        metavar="NAME",
+        help="add a Python project to a python: section's requirements instead (repeatable)",
+    )
     p.add_argument(
         "-m",
         "--manifest",
         type=Path,
-        default=add.DEFAULT_FILE,
+        default=None,
         metavar="FILE",
-        help=f"manifest file to append to (default: {add.DEFAULT_FILE}, created if missing)",
+        help=f"manifest file to append to (default: {add.DEFAULT_FILE}, created if missing; "
+        "with --python: the one whose on_demand admits the project)",
     )
     p.add_argument(
         "--sha256",
@@ -214,12 +221,31 @@ def cmd_add(args: argparse.Namespace) -> int:
     /m/NAME/<path>, or a bare distfile name for `layout: gentoo`), appended to the
     `files:` of the manifest that defines the mirror.
 
+    With --python NAME, the project goes into a python: section's requirements
+    (sync then resolves it itself): this is how a project taken on demand moves
+    into a manifest.
+
     example:
       withcache add https://vendor.example/cuda_12.6.3_linux.run
       withcache add --mirror gentoo distfiles/47/foo-1.2.tar.gz
       withcache add -m manifests/nvidia.yaml --sha256 "$(sha256sum < f.run | cut -c1-64)" \\
           https://vendor.example/f.run
+      withcache add --python requests
     """
+    against = args.against or [DEFAULT_MANIFESTS]
+    if args.python:
+        if args.urls or args.sha256 or args.keep_query:
+            raise UsageError("--python takes project names only; add URLs in another call")
+        target, names = add.add_python(args.python, against, args.manifest)
+        if not args.quiet:
+            print(
+                f"added {', '.join(names)} to python.requirements in {target}; "
+                "next: withcache check, commit, pull request",
+                file=sys.stderr,
+            )
+        return 0
+    if not args.urls:
+        raise UsageError("add what? give URLs, --mirror NAME PATH..., or --python NAME")
     hashes = [add.normal_sha256(h) for h in args.sha256 or []]
     if hashes and len(hashes) != len(args.urls):
         raise UsageError(f"{len(hashes)} --sha256 for {len(args.urls)} URLs: give one per URL")
@@ -229,11 +255,11 @@ def cmd_add(args: argparse.Namespace) -> int:
         add.NewEntry(url, hashes[i] if hashes else None, args.keep_query)
         for i, url in enumerate(args.urls)
     ]
-    against = args.against or [DEFAULT_MANIFESTS]
-    added = add.add(args.manifest, entries, against)
+    target = args.manifest or add.DEFAULT_FILE
+    added = add.add(target, entries, against)
     if not args.quiet:
         print(
-            f"added {len(added)} entr{'y' if len(added) == 1 else 'ies'} to {args.manifest}; "
+            f"added {len(added)} entr{'y' if len(added) == 1 else 'ies'} to {target}; "
             "next: withcache check, commit, pull request",
             file=sys.stderr,
         )

@@ -18,7 +18,7 @@ from withcache.cli.common import (
     manifests_option,
     size_arg,
 )
-from withcache.errors import UsageError
+from withcache.errors import ManifestError, UsageError
 
 if TYPE_CHECKING:
     from withcache.sync import Summary
@@ -32,6 +32,12 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="PATH",
         help="manifest files or directories (default: manifests/)",
+    )
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="also check withcache.lock: every unpinned entry locked, and (when the data "
+        "dir exists) every byte the cache holds the locked one",
     )
 
     p = command(sub, parent, "sync", cmd_sync)
@@ -54,6 +60,12 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         "--wait",
         action="store_true",
         help="wait for another sync on the same data dir instead of failing",
+    )
+    p.add_argument(
+        "--locked",
+        action="store_true",
+        help="refuse any download whose bytes differ from withcache.lock, or that it "
+        "does not list (see `withcache lock`)",
     )
     p.add_argument(
         "--no-index",
@@ -111,21 +123,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     sha256 pins, duplicate keys across files, keys that collide once the query
     is dropped, and mirrors (sources, paths, GLEP 75 places, BLAKE2B/SHA512
     pins). Makes no network request: safe as a pull-request gate.
+    --locked also checks manifests/withcache.lock (see `withcache lock`).
 
     example:
       withcache check                    # everything under manifests/
       withcache check manifests/cuda.yaml -v
+      withcache check --locked --data /srv/withcache
     """
     from withcache import manifest
 
     m = manifest.load(manifest_paths(args.paths))
+    if args.locked:
+        from withcache import lockfile, store
+
+        lock = lockfile.load(lockfile.path_for(m.files))
+        lay = layout(args)
+        records = store.read_artifacts(lay.db) if lay.db.exists() else None
+        problems = lockfile.check(lock, m, records)
+        if problems:
+            raise ManifestError(problems)
     if args.verbose:
         python = f", {len(m.python)} python sections" if m.python else ""
         mirrors = ""
         if m.mirrors:
             n = sum(len(x.files) for x in m.mirrors)
             mirrors = f", {len(m.mirrors)} mirrors ({n} files)"
-        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}{mirrors}: ok")
+        locked = ", lock ok" if args.locked else ""
+        print(
+            f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}{mirrors}"
+            f"{locked}: ok"
+        )
     return 0
 
 
@@ -139,14 +166,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     example:
       withcache sync --data /srv/withcache -j 8
       withcache sync --dry-run           # what a reviewer wants to see
+      withcache sync --refresh --locked  # revalidate; refuse bytes the lock does not name
     """
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    from withcache import fetch, manifest, sync  # what sync needs, imported when it runs
+    from withcache import fetch, lockfile, manifest, sync  # what sync needs, imported when it runs
     from withcache.progress import for_stream
 
     lay = layout(args)
     m = manifest.load(manifest_paths(args.paths), env=os.environ)
+    lock = lockfile.load(lockfile.path_for(m.files)) if args.locked else None
     opts = sync.Options(
         jobs=args.jobs,
         refresh=args.refresh,
@@ -159,6 +188,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             deadline=args.deadline,
             **{k: v for k in ("min_rate", "max_size") if (v := getattr(args, k)) is not None},
         ),
+        lock=lock,
     )
     if args.dry_run:
         say = (lambda _msg: None) if args.quiet else _note

@@ -7,18 +7,19 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
-from withcache.errors import UsageError
+from withcache.errors import ManifestError, UsageError
 from withcache.fmt import iso
 from withcache.layout import Layout
 
 if TYPE_CHECKING:
     from withcache.mirrors.config import Mirror
+    from withcache.ondemand import OnDemand
     from withcache.watch import Tally, Watcher
 
 
@@ -40,9 +41,20 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         help="fetch misses whose host is in a manifest's auto.allow_hosts, and path misses "
         "of mirrors with auto: true (off by default)",
     )
-    manifests_option(p, "with --auto: manifests holding auto.allow_hosts and mirrors")
+    manifests_option(
+        p,
+        "manifests holding auto.allow_hosts and mirrors (--auto) and python.on_demand "
+        "(read at start)",
+    )
     p.add_argument(
         "--auto-jobs", type=int, default=2, help="with --auto: parallel downloads (default 2)"
+    )
+    p.add_argument(
+        "--on-demand-rate",
+        type=int,
+        default=30,
+        metavar="N",
+        help="python.on_demand: at most N projects a minute reach the upstream (default 30)",
     )
     p.add_argument(
         "--index-every",
@@ -64,6 +76,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
     copytruncate, waits for a log that does not exist yet, and stops cleanly on
     SIGTERM or Ctrl-C. Run it as a service (withcache/deploy/withcache-watch.service).
 
+    When a manifest's python: section sets on_demand, a missing project that its globs
+    admit is taken from the upstream (resolved, fetched verified, published), and with
+    python.refresh the projects taken are revalidated that often.
+
     example:
       withcache watch --data /srv/withcache
       withcache watch --data /srv/withcache --log /var/log/nginx/withcache.json.log
@@ -84,13 +100,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if not quiet:
             print(f"withcache: {msg}", file=sys.stderr, flush=True)
 
+    if args.on_demand_rate < 1:
+        raise UsageError("--on-demand-rate must be at least 1")
+    paths = args.manifests or [DEFAULT_MANIFESTS]
     auto = None
     mirror_auto = None
     if args.auto:
         from withcache.autofill import AutoFill
         from withcache.mirrors.autofill import MirrorFill
 
-        hosts, mirrors = _auto_config(args.manifests or [DEFAULT_MANIFESTS])
+        hosts, mirrors = _auto_config(paths)
         auto_mirrors = [m for m in mirrors if m.auto]
         if not hosts and not auto_mirrors:
             raise UsageError(
@@ -104,12 +123,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
         if auto_mirrors:
             mirror_auto = MirrorFill(lay, auto_mirrors, jobs=jobs, say=say)
             say(f"auto-fill on for mirrors {', '.join(m.name for m in auto_mirrors)}")
+    demand = _on_demand(lay, paths, args.on_demand_rate, args.index_every, say, warn)
 
     def committed(t: Tally) -> None:
         if auto is not None:
             auto.offer(k for k, m in t.traffic.misses.items() if m.kind == "url")
         if mirror_auto is not None:
             mirror_auto.offer(k for k, m in t.traffic.misses.items() if m.kind == "mirror")
+        if demand is not None:
+            demand.offer(m.url for m in t.traffic.misses.values() if m.kind == "project")
         if verbose:
             say(
                 f"read {t.lines} lines: {t.hits} hits, {t.misses + t.project_misses} misses, "
@@ -126,6 +148,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             auto.close()
         if mirror_auto is not None:
             mirror_auto.close()
+        if demand is not None:
+            demand.close(drain=args.once)
     say(
         f"watch: {total.lines} lines read: {total.hits} hits, {total.misses} misses, "
         f"{total.project_misses} missing projects, {total.invalid} invalid, "
@@ -147,6 +171,38 @@ def _stop_on_signals(w: Watcher) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _on_demand(
+    lay: Layout,
+    paths: list[Path],
+    per_minute: int,
+    index_every: float,
+    say: Callable[[str], None],
+    warn: Callable[[str], None],
+) -> OnDemand | None:
+    """The on-demand worker, when a manifest's python: section sets on_demand. Broken
+    manifests turn it off (with a warning) rather than stop the watcher."""
+    existing = [p for p in paths if p.exists()]
+    if not existing:
+        return None
+    try:
+        from withcache import manifest
+
+        configs = [c for c in manifest.load(existing).python if c.on_demand]
+    except ManifestError as exc:
+        warn(f"manifests have problems ({len(exc.problems)}); on-demand Python projects off")
+        return None
+    if not configs:
+        return None
+    from withcache.ondemand import OnDemand
+
+    worker = OnDemand(lay, configs, per_minute=per_minute, say=say, index_every=index_every)
+    worker.start()
+    globs = sorted({g for c in configs for g in c.on_demand})
+    say(f"on demand: Python projects matching {', '.join(globs)}, at most {per_minute}/min")
+    worker.offer_open_misses()
+    return worker
 
 
 def _auto_config(paths: list[Path]) -> tuple[list[str], tuple[Mirror, ...]]:

@@ -19,7 +19,7 @@ from withcache.manifest import Manifest
 from withcache.plan import Wanted
 from withcache.pyindex import model, pages, resolve, select, wheelhouse
 from withcache.pyindex.config import PythonConfig
-from withcache.pyindex.model import IndexFile, IndexPlan
+from withcache.pyindex.model import IndexFile, IndexPlan, Listed
 from withcache.pyindex.targets import Target, targets
 
 SOURCE = "python"
@@ -29,28 +29,41 @@ def configs(manifest: Manifest) -> list[PythonConfig]:
     return list(manifest.python)
 
 
-def index_files(cfg: PythonConfig, uv_cache: Path) -> tuple[list[IndexFile], list[str]]:
-    """The files one python: section asks for, or the problems that stop it."""
+def index_files(
+    cfg: PythonConfig,
+    uv_cache: Path,
+    requirements: list[str] | None = None,
+    *,
+    refresh: bool = False,
+    known: dict[str, list[Listed]] | None = None,
+) -> tuple[list[IndexFile], list[str]]:
+    """The files one python: section asks for, or the problems that stop it.
+    `requirements` replaces the section's own (a project taken on demand); `known`
+    holds upstream listings already read (not read again)."""
     local, local_problems = wheelhouse.scan(cfg.wheelhouse, cfg.where)
     if local_problems:
         return [], [str(p) for p in local_problems]
+    if requirements is None:
+        requirements = [r.text for r in cfg.requirements]
     pins: dict[Target, list[resolve.Pin]] = {}
-    if cfg.requirements:
+    if requirements:
         try:
             pins = resolve.resolve_all(
-                [r.text for r in cfg.requirements],
+                requirements,
                 targets(cfg.python, cfg.platforms),
                 cfg.index,
                 cfg.wheelhouse,
                 cfg.sdists,
                 uv_cache,
+                refresh,
             )
         except resolve.ResolveError as exc:
             return [], [f"{cfg.requirements_where}: {exc}"]
     local_projects = {d.project for d in local}
     wanted_projects = {p.project for ps in pins.values() for p in ps} - local_projects
+    listings = dict(known or {})
     try:
-        listings = pages.fetch_projects(cfg.index, wanted_projects)
+        listings.update(pages.fetch_projects(cfg.index, wanted_projects - listings.keys()))
     except pages.UpstreamError as exc:
         return [], [f"{cfg.where}: {exc}"]
     files, problems = select.select(
@@ -63,12 +76,12 @@ def index_files(cfg: PythonConfig, uv_cache: Path) -> tuple[list[IndexFile], lis
     return files, [f"{cfg.where}: {p}" for p in problems]
 
 
-def plan_index(manifest: Manifest, uv_cache: Path) -> IndexPlan:
+def plan_index(manifest: Manifest, uv_cache: Path, refresh: bool = False) -> IndexPlan:
     """Every python: section's files, merged by key; raise with every problem found."""
     merged: dict[str, IndexFile] = {}
     problems: list[str] = []
     for cfg in configs(manifest):
-        files, cfg_problems = index_files(cfg, uv_cache)
+        files, cfg_problems = index_files(cfg, uv_cache, refresh=refresh)
         problems.extend(cfg_problems)
         for f in files:
             merged.setdefault(f.key, f)
@@ -78,7 +91,11 @@ def plan_index(manifest: Manifest, uv_cache: Path) -> IndexPlan:
 
 
 def wanted_for(
-    plan: IndexPlan, manifest: Manifest, layout: Layout, records: dict[str, store.Artifact]
+    plan: IndexPlan,
+    manifest: Manifest,
+    layout: Layout,
+    records: dict[str, store.Artifact],
+    source: str = SOURCE,
 ) -> list[Wanted]:
     """Sync work items: upstream files and their metadata, verified against the upstream's
     hashes. Wheelhouse files already in the store are listed too (so --prune keeps them);
@@ -90,7 +107,7 @@ def wanted_for(
     def add(key: str, url: str, name: str, sha256: str | None, where: str) -> None:
         if key not in declared and key not in seen:
             seen.add(key)
-            out.append(Wanted(key, url, name, where, sha256, source=SOURCE))
+            out.append(Wanted(key, url, name, where, sha256, source=source))
 
     for f in plan.files:
         if f.local:
@@ -115,17 +132,34 @@ def wanted(
     say: Callable[[str], None],
     uv_cache: Path | None = None,
     save: bool = True,
+    refresh: bool = False,
 ) -> list[Wanted]:
-    """Resolve every python: section and return the work items. With `save`, keep the
-    plan (state/pyindex.json) for publishing after the downloads; a dry run passes
-    save=False and a throwaway uv cache, and writes nothing under the data dir."""
+    """Resolve every python: section and return the work items, the files of projects
+    taken on demand included (so a lost one is fetched again and --prune keeps them).
+    With `save`, keep the plan (state/pyindex.json) for publishing after the downloads;
+    a dry run passes save=False and a throwaway uv cache, and writes nothing under the
+    data dir. With `refresh` (and `save`), the projects taken on demand are revalidated
+    first (conditional requests; new releases and yanks)."""
+    from withcache.pyindex import demand
+
     started = time.monotonic()
-    plan = plan_index(manifest, uv_cache or layout.state / "uv-cache")
+    cache = uv_cache or layout.state / "uv-cache"
+    if refresh and save and any(c.on_demand for c in manifest.python):
+        from withcache.pyindex import refresh as revalidate
+
+        done = revalidate.run(layout, manifest.python, cache, say=say)
+        say(f"python: on demand: {done.line()}")
+    plan = plan_index(manifest, cache, refresh)
     if save:
         model.save(layout, plan)
     out = wanted_for(plan, manifest, layout, records)
+    taken = demand.kept(demand.load(layout), plan, manifest.python)
+    extra = wanted_for(IndexPlan(taken.files()), manifest, layout, records, demand.SOURCE)
+    have = {w.key for w in out}
+    out += [w for w in extra if w.key not in have]
     say(
         f"python: {len(plan.files)} files of {len(plan.projects())} projects resolved "
         f"in {time.monotonic() - started:.1f}s"
+        + (f"; {len(taken.taken)} taken on demand" if taken.taken else "")
     )
     return out

@@ -3,6 +3,8 @@
 Validated like the rest of the manifest (every problem as file:line, nothing on
 the network, nothing on disk: `withcache check` runs as a pull-request gate on
 machines that have no wheelhouse). Wheelhouse directories are checked at sync time.
+`on_demand` (which missed projects the watcher may take from the upstream) and
+`refresh` (how often it revalidates them) are read here too.
 """
 
 from __future__ import annotations
@@ -15,12 +17,23 @@ from pathlib import Path
 import yaml
 
 from withcache import urlcheck
+from withcache.fmt import parse_duration
+from withcache.pyindex import names
 from withcache.pyindex.targets import platform_problem
 from withcache.yamlnodes import Ctx, boolean, mapping, show, string
 from withcache.yamlnodes import line as line_of
 
 PYPI = "https://pypi.org/simple/"
-KEYS = {"index", "requirements", "python", "platforms", "sdists", "wheelhouse"}
+KEYS = {
+    "index",
+    "requirements",
+    "python",
+    "platforms",
+    "sdists",
+    "wheelhouse",
+    "on_demand",
+    "refresh",
+}
 PYTHON_VERSION = re.compile(r"^3\.[0-9]{1,2}$")
 
 
@@ -45,6 +58,12 @@ class PythonConfig:
     sdists: bool = False
     wheelhouse: tuple[Path, ...] = ()
     requirements_line: int = 0
+    on_demand: tuple[str, ...] = ()  # normalised name globs; () is off, ("*",) is `all`
+    refresh: float | None = None  # seconds between the watcher's revalidations
+
+    def takes(self, project: str) -> bool:
+        """May a missed (normalised) project be taken from the upstream on demand?"""
+        return bool(self.on_demand) and names.admitted(project, self.on_demand)
 
     @property
     def where(self) -> str:
@@ -72,12 +91,14 @@ def parse(node: yaml.Node, ctx: Ctx) -> list[PythonConfig]:
     sdists = bool(boolean(m["sdists"], ctx, "sdists")) if "sdists" in m else False
     base = Path(file).parent
     wheelhouse = tuple(base / p for p in _list(m.get("wheelhouse"), ctx, "wheelhouse", _directory))
-    if not reqs and not wheelhouse and "requirements" not in m and "wheelhouse" not in m:
-        ctx.add(node, "python: needs 'requirements' or 'wheelhouse' (or both)")
-    if reqs:
+    on_demand = _on_demand(m["on_demand"], ctx) if "on_demand" in m else ()
+    refresh = _refresh(m["refresh"], ctx) if "refresh" in m else None
+    if not ({"requirements", "wheelhouse", "on_demand"} & m.keys()):
+        ctx.add(node, "python: needs 'requirements', 'on_demand' or 'wheelhouse'")
+    if reqs or "on_demand" in m:
         for key in ("python", "platforms"):
             if key not in m:
-                ctx.add(node, f"python: needs '{key}' to resolve requirements for")
+                ctx.add(node, f"python: needs '{key}' to resolve for")
             elif isinstance(m[key], yaml.SequenceNode) and not m[key].value:
                 ctx.add(m[key], f"python.{key} must not be empty")
     if len(problems) > before:
@@ -93,6 +114,8 @@ def parse(node: yaml.Node, ctx: Ctx) -> list[PythonConfig]:
             sdists=sdists,
             wheelhouse=wheelhouse,
             requirements_line=line_of(m["requirements"]) if reqs else 0,
+            on_demand=on_demand,
+            refresh=refresh,
         )
     ]
 
@@ -109,6 +132,46 @@ def _index(node: yaml.Node, ctx: Ctx) -> str | None:
         ctx.add(node, "python.index must not have a query or a fragment")
         return None
     return url if url.endswith("/") else url + "/"
+
+
+def _on_demand(node: yaml.Node, ctx: Ctx) -> tuple[str, ...]:
+    """`all`, or a list of project name globs (normalised like the names they match)."""
+    if isinstance(node, yaml.ScalarNode) and node.value == names.ALL:
+        return ("*",)
+    if not isinstance(node, yaml.SequenceNode):
+        ctx.add(node, f"python.on_demand must be 'all' or a list of name globs, got {show(node)}")
+        return ()
+    if not node.value:
+        ctx.add(node, "python.on_demand must not be empty (leave it out to turn it off)")
+        return ()
+    out: list[str] = []
+    for item in node.value:
+        glob = string(item, ctx, "an entry of python.on_demand")
+        if glob is None:
+            continue
+        problem = names.glob_problem(glob)
+        if problem:
+            ctx.add(item, f"python.on_demand: {problem}")
+        elif names.normalize_glob(glob) in out:
+            ctx.add(item, f"python.on_demand: duplicate {glob!r}")
+        else:
+            out.append(names.normalize_glob(glob))
+    return tuple(out)
+
+
+def _refresh(node: yaml.Node, ctx: Ctx) -> float | None:
+    text = string(node, ctx, "python.refresh")
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        ctx.add(node, f"python.refresh: {exc}")
+        return None
+    if seconds < 1:
+        ctx.add(node, "python.refresh must be at least 1s")
+        return None
+    return seconds
 
 
 def _requirements(node: yaml.Node, ctx: Ctx) -> tuple[Requested, ...]:

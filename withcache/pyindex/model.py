@@ -90,3 +90,9 @@ def load(layout: Layout) -> IndexPlan:
     if not isinstance(doc, dict) or doc.get("version") != PLAN_VERSION:
         raise WithcacheError(f"{path}: written by another withcache version; run `withcache sync`")
     return IndexPlan([IndexFile(**f) for f in doc["files"]])
+
+
+def load_or_empty(layout: Layout) -> IndexPlan:
+    """load(), or an empty plan before the first sync (the watcher may take a project
+    on demand first)."""
+    return load(layout) if plan_path(layout).exists() else IndexPlan()

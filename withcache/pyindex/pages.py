@@ -1,7 +1,8 @@
 """Read an upstream index's project pages: PEP 691 JSON preferred, PEP 503 HTML fallback.
 
-Parsing is pure (bytes in, Listed out). Only `fetch_projects` touches the network:
-one GET per project, a few in parallel, retried on connection errors and 5xx.
+Parsing is pure (bytes in, Listed out). Only `get_page` touches the network: one GET
+per project (conditional when validators are known), retried on connection errors
+and 5xx; `fetch_projects` runs a few in parallel.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 
@@ -23,6 +25,7 @@ JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPES = ("application/vnd.pypi.simple.v1+html", "text/html")
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 ATTEMPTS = 3
+TIMEOUT = (15.0, 60.0)  # connect, read
 
 
 class UpstreamError(WithcacheError):
@@ -40,7 +43,10 @@ def parse(body: bytes, content_type: str, base_url: str) -> list[Listed]:
 
 
 def parse_json(body: bytes, base_url: str) -> list[Listed]:
-    doc = json.loads(body)
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise ValueError(f"not valid PEP 691 JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         raise ValueError("PEP 691 page without a 'files' list")
     out = []
@@ -141,37 +147,92 @@ def project_url(index: str, project: str) -> str:
     return f"{index}{project}/"
 
 
-def fetch_project(session: requests.Session, index: str, project: str) -> list[Listed]:
-    """One project's files; [] when the upstream has no such project (404)."""
-    url = project_url(index, project)
-    for attempt in range(1, ATTEMPTS + 1):
+@dataclass(frozen=True)
+class Page:
+    """An upstream's answer for one project page: 200 (body), 304 (unchanged) or 404."""
+
+    url: str
+    status: int
+    body: bytes = b""
+    content_type: str = ""
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def files(self) -> list[Listed]:
+        """The page parsed; UpstreamError when it is not a simple-index page."""
         try:
-            r = session.get(url, headers={"Accept": ACCEPT}, timeout=(15, 60))
+            return parse(self.body, self.content_type, self.url)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise UpstreamError(f"{self.url}: {exc}") from None
+
+
+def get_page(
+    session: requests.Session,
+    index: str,
+    project: str,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    timeout: tuple[float, float] = TIMEOUT,
+    attempts: int = ATTEMPTS,
+) -> Page:
+    """One project page, conditionally when validators are given (If-None-Match,
+    If-Modified-Since): a 304 is returned as such, unread. Connection errors and 5xx
+    are retried; what is still wrong after that raises UpstreamError."""
+    url = project_url(index, project)
+    headers = {"Accept": ACCEPT}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    for attempt in range(1, attempts + 1):
+        try:
+            r = session.get(url, headers=headers, timeout=timeout)
+        except requests.Timeout as exc:
+            if attempt == attempts:
+                raise UpstreamError(f"{url}: timed out ({type(exc).__name__})") from None
         except requests.RequestException as exc:
-            if attempt == ATTEMPTS:
+            if attempt == attempts:
                 raise UpstreamError(f"{url}: cannot connect: {exc}") from None
         else:
-            if r.status_code == 404:
-                return []
-            if r.status_code < 500 or attempt == ATTEMPTS:
+            if r.status_code < 500 or attempt == attempts:
                 break
         time.sleep(0.5 * attempt)
+    if r.status_code in (304, 404):
+        return Page(url, r.status_code, etag=r.headers.get("ETag") or etag)
     if r.status_code != 200:
         raise UpstreamError(f"{url}: HTTP {r.status_code} {r.reason or ''}".rstrip())
-    try:
-        return parse(r.content, r.headers.get("Content-Type", ""), r.url)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UpstreamError(f"{url}: {exc}") from None
+    return Page(
+        r.url,
+        200,
+        r.content,
+        r.headers.get("Content-Type", ""),
+        r.headers.get("ETag"),
+        r.headers.get("Last-Modified"),
+    )
+
+
+def fetch_project(session: requests.Session, index: str, project: str) -> list[Listed]:
+    """One project's files; [] when the upstream has no such project (404)."""
+    page = get_page(session, index, project)
+    return page.files() if page.status == 200 else []
+
+
+def new_session(jobs: int = 8) -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = USER_AGENT
+    adapter = requests.adapters.HTTPAdapter(pool_maxsize=jobs)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def fetch_projects(index: str, projects: Iterable[str], jobs: int = 8) -> dict[str, list[Listed]]:
     """Several projects' pages in parallel (the pool is joined before returning)."""
     names = sorted(set(projects))
-    with requests.Session() as session:
-        session.headers["User-Agent"] = USER_AGENT
-        adapter = requests.adapters.HTTPAdapter(pool_maxsize=jobs)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        with ThreadPoolExecutor(max(1, min(jobs, len(names))), "pyindex-pages") as pool:
-            pages = list(pool.map(lambda p: fetch_project(session, index, p), names))
+    if not names:
+        return {}
+    pool = ThreadPoolExecutor(max(1, min(jobs, len(names))), "pyindex-pages")
+    with new_session(jobs) as session, pool:
+        pages = list(pool.map(lambda p: fetch_project(session, index, p), names))
     return dict(zip(names, pages, strict=True))

@@ -7,6 +7,12 @@ index.v1json (PEP 691) side by side; nginx picks one by Accept. Pages are writte
 atomically and only when their bytes change. A listed wheel's PEP 658 metadata is
 also linked next to its bytes (www/b/<token>/@metadata), where nginx serves
 `<file URL>.metadata`.
+
+The pages list two records merged: sync's plan (state/pyindex.json) and the projects
+taken on demand (state/ondemand.json, see demand.py). render() writes every page (the
+end of a sync); render_projects() writes a few pages and the root (a project taken on
+demand), so its cost does not grow with the index. Both run under the index lock
+(held()), so a sync and the watcher never write pages from different views.
 """
 
 from __future__ import annotations
@@ -14,19 +20,23 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import threading
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
 import jinja2
 from packaging.version import InvalidVersion, Version
 
-from withcache import atomic, keys, store, tree
+from withcache import atomic, keys, lock, store, tree
 from withcache.layout import Layout
-from withcache.pyindex import model, wheelhouse
+from withcache.pyindex import demand, model, wheelhouse
+from withcache.pyindex.config import PythonConfig
 from withcache.pyindex.model import IndexFile, IndexPlan, Yanked
 
 API_VERSION = "1.1"
@@ -59,6 +69,15 @@ def href(key: str, filename: str) -> str:
     return f"/{keys.token_dir(key)}/{quote(filename, safe='')}"
 
 
+@contextlib.contextmanager
+def held(layout: Layout) -> Iterator[None]:
+    """The index lock: whoever writes www/simple/ or state/ondemand.json holds it (a
+    sync's last step, a project taken on demand). Held for seconds at most."""
+    with lock.hold(layout.state / "pyindex.lock", "index lock busy", wait=True):
+        yield
+
+
+@lru_cache(maxsize=1)
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.PackageLoader("withcache", "templates"),
@@ -185,69 +204,155 @@ def _place_metadata(layout: Layout, f: IndexFile, meta: store.Artifact) -> bool:
 
 
 def write_pages(layout: Layout, projects: dict[str, list[Link]]) -> None:
-    """Every page, a few at once (each write waits on its fsync), then the stale ones go."""
-    env = _env()
+    """Every page, then the root, then the stale pages go."""
     simple = layout.www / "simple"
-    project_tpl = env.get_template("simple/project.html")
+    _write_projects(simple, projects)
+    _write_root(simple, sorted(projects))  # the root last: it never names a missing page
+    _remove_pages(simple, keep=set(projects))
+
+
+def _write_projects(simple: Path, projects: dict[str, list[Link]]) -> None:
+    """Project pages, a few at once (each write waits on its fsync)."""
+    project_tpl = _env().get_template("simple/project.html")
     writes: list[tuple[Path, bytes]] = []
     for name, files in projects.items():
         files.sort(key=lambda link: link.filename)
         d = simple / name
         writes.append((d / HTML, project_tpl.render(name=name, files=files).encode()))
         writes.append((d / JSON, project_json(name, files)))
+    if len(writes) <= 2:
+        for w in writes:
+            write_if_changed(*w)
+        return
     with ThreadPoolExecutor(WRITERS, "pyindex-pages") as pool:
         list(pool.map(lambda w: write_if_changed(*w), writes))
-    names = sorted(projects)  # the root last: it never names a project without a page
-    write_if_changed(
-        simple / HTML, env.get_template("simple/root.html").render(projects=names).encode()
-    )
+
+
+def _write_root(simple: Path, names: list[str]) -> None:
+    root_tpl = _env().get_template("simple/root.html")
+    write_if_changed(simple / HTML, root_tpl.render(projects=names).encode())
     write_if_changed(simple / JSON, root_json(names))
-    _remove_pages(simple, keep=set(projects))
+
+
+def published(simple: Path) -> set[str]:
+    """The projects the root lists now (read from its JSON; the directories if that is
+    unreadable)."""
+    try:
+        doc = json.loads((simple / JSON).read_bytes())
+        return {str(p["name"]) for p in doc["projects"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return {d.name for d in simple.iterdir() if (d / HTML).is_file()}
+    except OSError:
+        return set()
 
 
 def _remove_pages(simple: Path, keep: set[str]) -> None:
     """Remove the pages of projects not in `keep` (and their directories, once empty)."""
     for d in simple.iterdir():
         if d.is_dir() and d.name not in keep:
-            for page in (HTML, JSON):
-                with contextlib.suppress(FileNotFoundError):
-                    (d / page).unlink()
-            with contextlib.suppress(OSError):
-                d.rmdir()
+            _remove_page(d)
 
 
-def render(layout: Layout) -> dict[str, list[Link]]:
-    """Copy missing wheelhouse files into the store, then write every page.
-    The caller holds the sync lock (the pipeline does)."""
-    plan = model.load(layout)
-    conn = store.connect(layout.db)
-    try:
-        records = store.artifacts(conn)
-        for f in plan.files:
-            if f.local and _present(layout, records, f.key, f.sha256) is None:
-                try:
-                    records[f.key] = wheelhouse.place(layout, conn, f)
-                except OSError as exc:  # not listed; the rest of the index still renders
-                    print(
-                        f"withcache: error: wheelhouse {f.url} ({f.where}): {exc}", file=sys.stderr
-                    )
-    finally:
-        conn.close()
-    projects = links(layout, plan, records)
-    write_pages(layout, projects)
+def _remove_page(d: Path) -> None:
+    for page in (HTML, JSON):
+        with contextlib.suppress(FileNotFoundError):
+            (d / page).unlink()
+    with contextlib.suppress(OSError):
+        d.rmdir()
+
+
+def render(
+    layout: Layout, configs: Sequence[PythonConfig] = (), *, prune: bool = False
+) -> dict[str, list[Link]]:
+    """Copy missing wheelhouse files into the store, then write every page, from sync's
+    plan and the projects taken on demand that `configs` still admit. With `prune`,
+    on-demand files no record lists leave the tree. The caller holds the sync lock
+    (the pipeline does); this takes the index lock."""
+    with held(layout):
+        plan = model.load(layout)
+        taken = demand.settle(layout, demand.load(layout), plan, configs)
+        conn = store.connect(layout.db)
+        try:
+            demand.tidy_store(layout, conn, plan, taken, prune=prune)
+            records = store.artifacts(conn)
+            for f in plan.files:
+                if f.local and _present(layout, records, f.key, f.sha256) is None:
+                    try:
+                        records[f.key] = wheelhouse.place(layout, conn, f)
+                    except OSError as exc:  # not listed; the rest of the index still renders
+                        print(
+                            f"withcache: error: wheelhouse {f.url} ({f.where}): {exc}",
+                            file=sys.stderr,
+                        )
+        finally:
+            conn.close()
+        projects = links(layout, IndexPlan(demand.merged(plan, taken)), records)
+        write_pages(layout, projects)
     return projects
 
 
-def withdraw(layout: Layout) -> None:
-    """No python: section any more: take the whole index down (a 404 at /simple/), so
-    it never lists files that `sync --prune` is free to remove."""
+def render_projects(layout: Layout, projects: Collection[str]) -> dict[str, list[Link]]:
+    """Write only these projects' pages, then the root: what taking or refreshing a
+    project on demand changes. Reads both records but only the store rows it lists.
+    The caller holds the index lock."""
+    wanted = set(projects)
+    files = [
+        f
+        for f in demand.merged(model.load_or_empty(layout), demand.load(layout))
+        if f.project in wanted
+    ]
+    conn = store.connect(layout.db)
+    try:
+        records = records_for(conn, files)
+    finally:
+        conn.close()
+    out = links(layout, IndexPlan(files), records)
     simple = layout.www / "simple"
-    if simple.is_dir():
-        for page in (HTML, JSON):  # the root first: it must not name missing pages
-            with contextlib.suppress(FileNotFoundError):
-                (simple / page).unlink()
-        _remove_pages(simple, keep=set())
-        with contextlib.suppress(OSError):
-            simple.rmdir()
-    with contextlib.suppress(FileNotFoundError):
-        model.plan_path(layout).unlink()
+    _write_projects(simple, out)
+    names = (published(simple) | out.keys()) - (wanted - out.keys())
+    _write_root(simple, sorted(names))
+    for gone in wanted - out.keys():  # nothing left to list: after the root stops naming it
+        if (simple / gone).is_dir():
+            _remove_page(simple / gone)
+    return out
+
+
+def records_for(conn: sqlite3.Connection, files: Sequence[IndexFile]) -> dict[str, store.Artifact]:
+    """The store's records of these files and their metadata (not the whole table)."""
+    wanted = sorted({k for f in files for k in (f.key, f.metadata_key) if k})
+    out: dict[str, store.Artifact] = {}
+    for i in range(0, len(wanted), 500):
+        chunk = wanted[i : i + 500]
+        rows = conn.execute(
+            "SELECT key, url, name, size, sha256, fetched_at, etag, last_modified, source "
+            f"FROM artifacts WHERE key IN ({','.join('?' * len(chunk))})",
+            chunk,
+        )
+        out.update((r[0], store.Artifact(*r)) for r in rows)
+    return out
+
+
+def withdraw(layout: Layout, *, prune: bool = False) -> None:
+    """No python: section any more: take the whole index down (a 404 at /simple/), so
+    it never lists files that `sync --prune` is free to remove. Projects taken on
+    demand go with it (and, with `prune`, their files)."""
+    with held(layout):
+        if prune:
+            conn = store.connect(layout.db)
+            try:
+                demand.tidy_store(layout, conn, IndexPlan(), demand.Demand(), prune=True)
+            finally:
+                conn.close()
+        simple = layout.www / "simple"
+        if simple.is_dir():
+            for page in (HTML, JSON):  # the root first: it must not name missing pages
+                with contextlib.suppress(FileNotFoundError):
+                    (simple / page).unlink()
+            _remove_pages(simple, keep=set())
+            with contextlib.suppress(OSError):
+                simple.rmdir()
+        with contextlib.suppress(FileNotFoundError):
+            model.plan_path(layout).unlink()
+        demand.remove_record(layout)

@@ -64,8 +64,10 @@ def command(
     wheelhouse: Sequence[Path],
     sdists: bool,
     cache_dir: Path,
+    refresh: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
-    """The uv command line for one target, and the extra environment it needs."""
+    """The uv command line for one target, and the extra environment it needs.
+    `refresh`: revalidate every page uv has cached (a refresh looks for new releases)."""
     platform, extra_env = uv_platform(target.platform)
     cmd = [
         uv, "pip", "compile", "-",
@@ -79,6 +81,8 @@ def command(
         cmd += ["--python-platform", platform]
     for d in wheelhouse:
         cmd += ["--find-links", str(d)]
+    if refresh:
+        cmd += ["--refresh"]
     cmd += ["--no-build"] if sdists else ["--only-binary", ":all:"]
     return cmd, extra_env
 
@@ -116,9 +120,10 @@ def resolve(
     wheelhouse: Sequence[Path],
     sdists: bool,
     cache_dir: Path,
+    refresh: bool = False,
 ) -> list[Pin]:
     """Pins for one target; ResolveError with the resolver's own words on failure."""
-    cmd, extra = command(uv, target, index, wheelhouse, sdists, cache_dir)
+    cmd, extra = command(uv, target, index, wheelhouse, sdists, cache_dir, refresh)
     try:
         proc = subprocess.run(
             cmd,
@@ -143,6 +148,7 @@ def resolve_all(
     wheelhouse: Sequence[Path],
     sdists: bool,
     cache_dir: Path,
+    refresh: bool = False,
 ) -> dict[Target, list[Pin]]:
     """Every target, a few at a time (uv locks its cache between processes); every
     target's failure is reported, not just the first."""
@@ -152,7 +158,9 @@ def resolve_all(
     errors: list[str] = []
     with ThreadPoolExecutor(max(1, min(4, len(targets))), "pyindex-resolve") as pool:
         futures = {
-            t: pool.submit(resolve, uv, requirements, t, index, wheelhouse, sdists, cache_dir)
+            t: pool.submit(
+                resolve, uv, requirements, t, index, wheelhouse, sdists, cache_dir, refresh
+            )
             for t in targets
         }
         for t, fut in futures.items():
