@@ -44,7 +44,7 @@ def curl(url: str, size: int) -> tuple[float, float]:
 
 def main() -> int:
     args = c.parse_args("mirror")
-    runs = args.runs or (3 if args.quick else 5)
+    runs = args.runs or (3 if args.quick else 4)
     big_runs = args.runs or (3 if args.quick else 5)
     load_s = 1 if args.quick else 2
     big = c.GiB // 4 if args.quick else c.GiB  # --quick: 256 MiB files
