@@ -97,9 +97,15 @@ def cache_path(url: str) -> str:
 # ---------------------------------------------------------------- arguments
 
 
-def parse_args(area: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The options every bench takes: --quick, --runs, --json."""
+def parse_args(
+    area: str,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> argparse.Namespace:
+    """The options every bench takes: --quick, --runs, --json (and a bench's own, `extra`)."""
     p = argparse.ArgumentParser(description=f"withcache benchmark: {area}")
+    if extra is not None:
+        extra(p)
     p.add_argument("--quick", action="store_true", help="fewer runs and smaller loads")
     p.add_argument("--runs", type=int, default=None, help="runs per case (default 5; quick 3-5)")
     p.add_argument(

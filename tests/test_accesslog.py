@@ -15,6 +15,7 @@ from withcache.accesslog import (
     Ignored,
     Invalid,
     Miss,
+    PageHit,
     ProjectMiss,
     parse_line,
     pep503,
@@ -150,7 +151,7 @@ def test_a_404_under_simple_is_a_missing_python_project(uri: str, project: str) 
 @pytest.mark.parametrize(
     ("uri", "status", "expected"),
     [
-        ("/simple/torch/", 200, Ignored),
+        ("/simple/torch/", 200, PageHit),
         ("/simple/", 404, Ignored),
         ("/simple/torch/torch-2.5.1.whl", 404, Ignored),
         ("/simple/-bad-/", 404, Invalid),

@@ -311,3 +311,31 @@ def test_sync_locked_holds_mirror_files_to_the_lock(
     blob(data, key).unlink()
     assert sync(data, m, "--locked") == 1  # the new bytes are not the locked ones
     assert not link(data, "g", "x.tgz").exists() and not blob(data, key).exists()
+
+
+def test_evicting_an_auto_filled_mirror_file_takes_its_link_too(
+    data: Layout, tmp_path: Path
+) -> None:
+    import io
+
+    from withcache import budget, placement, store
+    from withcache.mirrors.paths import MirrorRef
+    from withcache.mirrors.tree import Placement
+
+    body = os.urandom(5000)
+    key = keys.normalize("https://s.example/pool/x.tgz")
+    part = data.partial / "x.part"
+    verified = placement.copy_in(data, io.BytesIO(body), part, None)
+    ref = MirrorRef("lab", "pool/x.tgz")
+    conn = store.connect(data.db)
+    try:
+        item = placement.Item(verified, key=key, url=key, source="auto", mirror=Placement(ref, key))
+        placement.install(data, conn, item)
+        assert same_inode(link(data, "lab", "pool/x.tgz"), blob(data, key))
+        (victim,) = budget.candidates(conn)
+        budget.evict(data, conn, [victim], "test")
+    finally:
+        conn.close()
+    # a link left behind would keep serving the bytes and keep their disk space
+    assert not link(data, "lab", "pool/x.tgz").exists() and not blob(data, key).exists()
+    assert assert_mirror_tree_sound(data) == 0

@@ -58,6 +58,12 @@ class ProjectMiss(NamedTuple):
         return PROJECT_PREFIX + self.project
 
 
+class PageHit(NamedTuple):
+    """A GET answered 200/206 under /simple/: a Python index page served (for metrics)."""
+
+    bytes: int
+
+
 class MirrorHit(NamedTuple):
     """A GET under /m/ answered 200/206 from the tree (not streamed from a source)."""
 
@@ -100,7 +106,7 @@ class Garbage(NamedTuple):
     reason: str
 
 
-Parsed = Hit | Miss | ProjectMiss | MirrorHit | MirrorMiss | Invalid | Ignored | Garbage
+Parsed = Hit | Miss | ProjectMiss | PageHit | MirrorHit | MirrorMiss | Invalid | Ignored | Garbage
 
 IGNORED = Ignored()
 _NOT_JSON = Garbage("not JSON")
@@ -208,6 +214,8 @@ def _classify(
         if method != "GET" and method != "HEAD":
             return IGNORED
         return _project_miss(uri, stamp, addr, ua)
+    if (status == 200 or status == 206) and method == "GET" and uri.startswith("/simple/"):
+        return PageHit(nbytes if type(nbytes) is int and nbytes > 0 else 0)
     return IGNORED
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from withcache import fetch, index, placement, store
+from withcache import budget, fetch, index, placement, store
 from withcache.layout import Layout
 
 MAX_PENDING = 256  # more waiting misses than this are offered again on their next request
@@ -65,10 +65,21 @@ class AutoFill:
         jobs: int = 2,
         policy: fetch.Policy | None = None,
         say: Callable[[str], None] = lambda _msg: None,
+        limits: budget.Limits | None = None,
+        listed: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
         self.layout = layout
         self.hosts = frozenset(h.lower() for h in allow_hosts)
-        self.policy = policy or fetch.Policy(attempts=2, backoff=0.5)
+        self.limits = limits or budget.Limits()
+        self.listed = listed
+        # An auto-fill is not reviewed: the budget refuses it when evicting cannot make room.
+        self.policy = budget.policy_for(
+            policy or fetch.Policy(attempts=2, backoff=0.5),
+            self.limits,
+            layout,
+            listed,
+            binds=True,
+        )
         self.say = say
         self.partial: Path = layout.partial / "auto"  # never shares a partial file with sync
         self._pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="autofill")
@@ -143,6 +154,8 @@ class AutoFill:
             fetch.discard_partial(self.partial, key)
         finally:
             conn.close()
+        for e in budget.enforce(self.layout, self.limits, self.listed()).evicted:
+            self.say(f"evicted {e.url} ({e.size} bytes): over the store's budget")
         with self._lock:
             self.fetched.append(key)
             index.render(self.layout)

@@ -174,6 +174,11 @@ class Downloads:
         self.progress.advance(key, n)
 
     def _disk_full(self, exc: fetch.DiskFull) -> str:
+        if exc.min_free and not exc.total:
+            return (
+                f"stopped after {human(exc.wrote)}: the data dir's filesystem is down to its "
+                f"min_free of {human(exc.min_free)} ({free_space(self.layout)})"
+            )
         need = f"needs {human(exc.total)}" if exc.total else f"stopped after {human(exc.wrote)}"
         return (
             f"no space left on the data dir {self.layout.root}: {need}, {free_space(self.layout)}"

@@ -95,6 +95,9 @@ class Policy:
     max_size: int = 64 << 30  # the most one download may write (an endless body stops)
     min_free: int = 0  # bytes the data dir's filesystem keeps free; a download stops first
     max_redirects: int = 20
+    # Asked before a download of known size starts, with the bytes it will add: makes
+    # room (the disk budget evicts) or raises FetchFailed. Then min_free is its job.
+    make_room: Callable[[int], None] | None = None
 
 
 def partial_paths(partial_dir: Path, key: str) -> tuple[Path, Path]:
@@ -276,7 +279,12 @@ def free_bytes(path: Path) -> int:
 
 def _check_room(partial_dir: Path, expected: int | None, offset: int, policy: Policy) -> None:
     """A download of known size that would leave less than min_free is refused at once."""
-    if expected is None or not policy.min_free:
+    if expected is None:
+        return
+    if policy.make_room is not None:
+        policy.make_room(expected - offset)
+        return
+    if not policy.min_free:
         return
     left = free_bytes(partial_dir) - (expected - offset)
     if left < policy.min_free:

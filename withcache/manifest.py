@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from withcache import keys, urlcheck
+from withcache import keys, storeconfig, urlcheck
 from withcache.errors import ManifestError, Problem
 from withcache.fmt import human
 from withcache.mirrors import config as mirrors
@@ -25,7 +25,7 @@ from withcache.pyindex.config import parse as parse_python
 from withcache.yamlnodes import LOADER, Ctx, boolean, is_null, mapping, sha256, string
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-TOP_KEYS = {"defaults", "artifacts", "auto", "python", "mirrors"}
+TOP_KEYS = {"defaults", "artifacts", "auto", "python", "store", "mirrors"}
 DEFAULT_KEYS = {"keep_query", "headers"}
 ENTRY_KEYS = {"url", "sha256", "headers", "header_hosts", "keep_query"}
 AUTO_KEYS = {"allow_hosts"}
@@ -73,10 +73,15 @@ class Manifest:
     allow_hosts: tuple[str, ...] = ()
     python: tuple[PythonConfig, ...] = ()
     files: tuple[str, ...] = ()
+    store: tuple[storeconfig.StoreConfig, ...] = ()  # at most one (a second is a problem)
     mirrors: tuple[mirrors.Mirror, ...] = ()
 
     def by_key(self) -> dict[str, Entry]:
         return {e.key: e for e in self.entries}
+
+    def listed_keys(self) -> set[str]:
+        """Every key a manifest lists by name: URL entries and mirror files."""
+        return set(self.by_key()) | {f.key for m in self.mirrors for f in m.files}
 
 
 def manifest_files(paths: Iterable[Path]) -> list[Path]:
@@ -162,6 +167,7 @@ def load(paths: Iterable[Path], *, env: Mapping[str, str] | None = None) -> Mani
         problems.extend(ctx.problems)
     merged = _merge(parts, files)
     problems.extend(_cross_file_problems(list(merged.entries)))
+    problems.extend(storeconfig.second_sections(merged.store))
     problems.extend(mirrors.cross_file_problems(merged.mirrors, _declared(merged.entries)))
     if env is not None:
         problems.extend(_unset_env_problems(merged.entries, env))
@@ -176,6 +182,7 @@ def _merge(parts: list[Manifest], files: list[Path]) -> Manifest:
         allow_hosts=tuple(dict.fromkeys(h for m in parts for h in m.allow_hosts)),
         python=tuple(c for m in parts for c in m.python),
         files=tuple(map(str, files)),
+        store=tuple(c for m in parts for c in m.store),
         mirrors=tuple(x for m in parts for x in m.mirrors),
     )
 
@@ -200,6 +207,7 @@ def _parse_file(text: str, ctx: Ctx) -> Manifest | None:
         entries=tuple(_artifacts(top.get("artifacts"), _defaults(top.get("defaults"), ctx), ctx)),
         allow_hosts=tuple(_auto(top.get("auto"), ctx)),
         python=tuple(parse_python(top["python"], ctx) if "python" in top else ()),
+        store=tuple(storeconfig.parse(top["store"], ctx) if "store" in top else ()),
         mirrors=tuple(mirrors.parse(top["mirrors"], ctx) if "mirrors" in top else ()),
     )
 

@@ -10,11 +10,14 @@ from interleaving those steps for the same key.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -39,17 +42,20 @@ class Verified:
     etag: str | None = None
     last_modified: str | None = None
     synced: bool = True  # fsynced already; else placement makes it durable (grouped)
+    # The file's time where it was placed first (a bundle's source): used when the origin
+    # sent no Last-Modified, so nginx's Last-Modified and ETag stay those of that site.
+    modified: float | None = None
 
     @property
     def mtime(self) -> float | None:
         """The origin's Last-Modified as a Unix time: nginx's Last-Modified and ETag
         then follow the origin's."""
         if not self.last_modified:
-            return None
+            return self.modified
         try:
             return parsedate_to_datetime(self.last_modified).timestamp()
         except (TypeError, ValueError):
-            return None
+            return self.modified
 
 
 class Mismatch(OSError):
@@ -113,7 +119,7 @@ def install_many(
     with held(layout):
         for i in items:
             if i.replacing:
-                mirror_tree.unlink(layout, [r.ref for r in mirror_tree.rows(conn, i.key)])
+                mirror_tree.unlink_key(layout, conn, i.key)
                 tree.remove(layout, i.key)
         store.put_artifacts(conn, records)
         mirror_tree.record(conn, [(i.key, i.mirror) for i in items if i.mirror])
@@ -155,31 +161,108 @@ def remove(layout: Layout, conn: sqlite3.Connection, key: str) -> None:
     or prunes it again), never a served file without its record.
     """
     with held(layout):
-        mirror_tree.unlink(layout, [r.ref for r in mirror_tree.rows(conn, key)])
+        mirror_tree.unlink_key(layout, conn, key)
         tree.remove(layout, key)
         store.delete_artifact(conn, key)
         mirror_tree.forget(conn, key)
 
 
-def copy_in(layout: Layout, src: BinaryIO, part: Path, expect_sha256: str | None) -> Verified:
-    """Copy a stream into the partial file `part`, fsynced and hashed; raise Mismatch (and
+def copy_in(
+    layout: Layout,
+    src: BinaryIO,
+    part: Path,
+    expect_sha256: str | None,
+    *,
+    durable: bool = True,
+) -> Verified:
+    """Copy a stream into the partial file `part`, hashed (and fsynced); raise Mismatch (and
     remove it) when `expect_sha256` is given and differs. For bytes that come from
-    this host (a wheelhouse, an upload, a bundle) rather than from an origin."""
+    this host (a wheelhouse, an upload, a bundle) rather than from an origin.
+
+    Hashing runs in a helper thread (hashlib releases the GIL), overlapping the next read
+    and this write. `durable=False` leaves the flush to install_many, which makes a
+    group durable with one syncfs instead of an fsync per file."""
     part.parent.mkdir(parents=True, exist_ok=True)
     h = hashlib.sha256()
     size = 0
     try:
-        with part.open("wb") as dst:
+        with part.open("wb") as dst, ThreadPoolExecutor(1, "sha256") as hasher:
+            hashing: Future[None] | None = None
             while chunk := src.read(CHUNK):
-                h.update(chunk)
+                if hashing is not None:
+                    hashing.result()
+                hashing = hasher.submit(h.update, chunk)
                 dst.write(chunk)
                 size += len(chunk)
+            if hashing is not None:
+                hashing.result()
             dst.flush()
-            os.fsync(dst.fileno())
+            if durable:
+                os.fsync(dst.fileno())
         digest = h.hexdigest()
         if expect_sha256 is not None and digest != expect_sha256:
             raise Mismatch(f"sha256 is {digest}, expected {expect_sha256}")
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return Verified(part, size, digest)
+    return Verified(part, size, digest, synced=durable)
+
+
+STEP = 64 << 20  # bytes the kernel copies between hashes (a multiple of the page size)
+
+
+def copy_in_file(
+    layout: Layout,
+    src: int,
+    offset: int,
+    size: int,
+    part: Path,
+    expect_sha256: str | None,
+    *,
+    durable: bool = True,
+) -> Verified:
+    """copy_in for `size` bytes at `offset` of an open local file (a bundle on disk): the
+    kernel copies them (copy_file_range: no trip through Python), and the copy itself,
+    not its source, is hashed from the page cache as it grows, in a helper thread. The
+    same contract as copy_in: Mismatch (and no file) when the sha256 differs; an OSError
+    (EIO) when the source ends early."""
+    part.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    try:
+        fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with ThreadPoolExecutor(1, "sha256") as hasher:
+                hashing: Future[None] | None = None
+                done = 0
+                while done < size:
+                    want = min(STEP, size - done)
+                    n = 0
+                    while n < want:
+                        got = os.copy_file_range(src, fd, want - n, offset + done + n)
+                        if got == 0:
+                            raise OSError(errno.EIO, f"source ended {size - done - n} bytes early")
+                        n += got
+                    if hashing is not None:
+                        hashing.result()
+                    hashing = hasher.submit(_hash_window, h, fd, done, n)
+                    done += n
+                if hashing is not None:
+                    hashing.result()
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        digest = h.hexdigest()
+        if expect_sha256 is not None and digest != expect_sha256:
+            raise Mismatch(f"sha256 is {digest}, expected {expect_sha256}")
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return Verified(part, size, digest, synced=durable)
+
+
+def _hash_window(h: hashlib._Hash, fd: int, start: int, length: int) -> None:
+    """Feed bytes [start, start+length) of the file to the hash, straight from the page
+    cache (mmap: no copy into Python)."""
+    with mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=start) as window:
+        h.update(window)

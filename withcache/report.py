@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from withcache import __version__, atomic, fmt, index, store
+from withcache.budget import recent_evictions
 from withcache.fmt import human, iso, json_text, visible
 from withcache.index import html_env
 from withcache.layout import Layout
@@ -62,6 +63,15 @@ class TakenProject:
 
 
 @dataclass(frozen=True)
+class Evicted:
+    url: str
+    size: int
+    source: str
+    last_used: float
+    at: float
+
+
+@dataclass(frozen=True)
 class Top:
     name: str
     url: str
@@ -85,6 +95,9 @@ class Report:
     on_demand: list[TakenProject] = field(default_factory=list)
     on_demand_failed: list[attempts.Attempt] = field(default_factory=list)
     on_demand_counts: dict[str, int] = field(default_factory=dict)  # since the previous report
+    evicted: list[Evicted] = field(default_factory=list)  # by the disk budget, newest first
+    evicted_total: int = 0
+    evicted_bytes: int = 0
     traffic: dict[str, int] = field(default_factory=dict)
     top: list[Top] = field(default_factory=list)
     artifacts: int = 0
@@ -104,6 +117,7 @@ class Report:
             or any(a.new for a in self.auto)
             or any(t.new for t in self.on_demand)
             or self.on_demand_failed
+            or self.evicted_total
         )
 
     @property
@@ -143,6 +157,10 @@ def build(
         TakenProject(p, t, since is None or t > since) for p, t in index.on_demand_pending(layout)
     ]
     rep.on_demand_failed = attempts.failures(conn, since or 0.0)
+    gone = recent_evictions(conn, since)
+    rep.evicted_total, rep.evicted_bytes = len(gone), sum(g["size"] for g in gone)
+    rep.evicted = [Evicted(g["url"], g["size"], g["source"], g["last_used"], g["at"]) for g in gone]
+    rep.evicted = rep.evicted[:SHOW_NEW]
 
     now = store.counters(conn)
     rep.traffic = {k: now.get(k, 0) - before.get(k, 0) for k in store.COUNTERS}
@@ -287,6 +305,13 @@ def _counts_line(counts: dict[str, int]) -> str:
     return ", ".join(f"{n:,} {words.get(k, k)}" for k, n in counts.items())
 
 
+def _evicted_title(rep: Report) -> str:
+    return (
+        f"Evicted by the disk budget ({rep.evicted_total}, {human(rep.evicted_bytes)}; "
+        "unlisted, least recently used first)"
+    )
+
+
 def _disk_line(rep: Report) -> str:
     free = f", {human(rep.disk_free)} free" if rep.disk_free is not None else ""
     return f"{human(rep.disk_used)} in {rep.artifacts} artifacts{free}"
@@ -335,6 +360,11 @@ def _text(rep: Report) -> str:
         out.append("")
     if rep.on_demand_counts:
         out.append("On demand since the previous report: " + _counts_line(rep.on_demand_counts))
+    if rep.evicted_total:
+        out.append(_evicted_title(rep) + ":")
+        for e in rep.evicted:
+            out.append(f"  {visible(e.url)} ({human(e.size)}, last used {when(e.last_used)})")
+        out.append("")
     out.append("Since the previous report: " + _traffic_line(rep))
     if rep.top:
         out.append("Top artifacts:")
@@ -403,6 +433,13 @@ def _markdown(rep: Report) -> str:
         out += [f"### Could not be taken on demand ({len(rep.on_demand_failed)})", ""]
         out += [f"- {_code(a.project)}: {_code(_failure_text(a))}" for a in rep.on_demand_failed]
         out.append("")
+    if rep.evicted_total:
+        out += [f"### {_evicted_title(rep)}", ""]
+        out += [
+            f"- {_code(e.url)} ({human(e.size)}, last used {when(e.last_used)})"
+            for e in rep.evicted
+        ]
+        out.append("")
     out += ["### Traffic", "", "Since the previous report: " + _traffic_line(rep), ""]
     if rep.on_demand_counts:
         out += ["On demand: " + _counts_line(rep.on_demand_counts), ""]
@@ -443,6 +480,9 @@ def as_json(rep: Report) -> dict[str, Any]:
             for a in rep.on_demand_failed
         ],
         "python_on_demand_counts": rep.on_demand_counts,
+        "evicted": [dict(asdict(e), last_used=iso(e.last_used), at=iso(e.at)) for e in rep.evicted],
+        "evicted_total": rep.evicted_total,
+        "evicted_bytes": rep.evicted_bytes,
         "traffic": dict(rep.traffic, hit_ratio=rep.hit_ratio),
         "top_artifacts": [asdict(t) for t in rep.top],
         "disk": {"artifacts": rep.artifacts, "used": rep.disk_used, "free": rep.disk_free},
@@ -457,5 +497,4 @@ def manifest_keys(paths: list[Path]) -> set[str] | None:
     existing = [p for p in paths if p.exists()]
     if not existing:
         return None
-    m = manifest.load(existing)
-    return set(m.by_key()) | {f.key for mirror in m.mirrors for f in mirror.files}
+    return manifest.load(existing).listed_keys()

@@ -86,6 +86,28 @@ SCHEMA = [
         PRIMARY KEY (mirror, path)
     )""",
     "CREATE INDEX IF NOT EXISTS mirror_files_key ON mirror_files (key)",
+    # Artifacts the disk budget evicted (withcache/budget.py), for the report and metrics.
+    """CREATE TABLE IF NOT EXISTS evictions (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
+        url TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        source TEXT NOT NULL,
+        last_used REAL NOT NULL,
+        at REAL NOT NULL,
+        reason TEXT NOT NULL
+    )""",
+    # One row per `withcache sync` (withcache/history.py): metrics and the stale-sync alert.
+    """CREATE TABLE IF NOT EXISTS sync_runs (
+        id INTEGER PRIMARY KEY,
+        started REAL NOT NULL,
+        finished REAL NOT NULL,
+        ok INTEGER NOT NULL,
+        fetched INTEGER NOT NULL,
+        failed INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        error TEXT
+    )""",
     # Per-artifact hits at the last report (top artifacts since then).
     """CREATE TABLE IF NOT EXISTS report_hits (
         key TEXT PRIMARY KEY,
@@ -238,7 +260,17 @@ class Checkpoint:
 
 
 # The watcher's running totals (the counters table), in the order reports show them.
-COUNTERS = ("lines", "hits", "hit_bytes", "misses", "project_misses", "invalid", "garbage")
+COUNTERS = (
+    "lines",
+    "hits",
+    "hit_bytes",
+    "misses",
+    "project_misses",
+    "invalid",
+    "garbage",
+    "page_hits",
+    "page_bytes",
+)
 
 
 @dataclass(slots=True)

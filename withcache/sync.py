@@ -10,7 +10,9 @@ The CLI only parses arguments and prints what these return.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +22,19 @@ from pathlib import Path
 
 import requests
 
-from withcache import fetch, index, keys, lock, lockfile, placement, store
+from withcache import (
+    budget,
+    fetch,
+    history,
+    index,
+    keys,
+    lock,
+    lockfile,
+    metrics,
+    placement,
+    store,
+    synced,
+)
 from withcache.downloads import Downloads
 from withcache.fmt import human
 from withcache.layout import Layout
@@ -29,6 +43,7 @@ from withcache.manifest import Manifest, resolve_headers
 from withcache.mirrors import publish as mirrors
 from withcache.plan import Plan, Wanted, plan
 from withcache.progress import Progress
+from withcache.storeconfig import one
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,7 @@ class Summary:
     present: int = 0
     unchanged: int = 0
     removed: int = 0
+    evicted: int = 0  # unlisted artifacts the disk budget evicted
     bytes: int = 0
     failed: list[tuple[Wanted, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -72,6 +88,8 @@ class Summary:
             parts.append(f"{self.unchanged} unchanged")
         if self.removed:
             parts.append(f"{self.removed} pruned")
+        if self.evicted:
+            parts.append(f"{self.evicted} evicted")
         parts.append(f"{len(self.failed)} failed")
         return ", ".join(parts) + f" in {self.seconds:.1f}s"
 
@@ -124,11 +142,28 @@ def run(layout: Layout, manifest: Manifest, opts: Options, progress: Progress) -
     layout.ensure()
     try:
         with locked(layout, opts.wait):
-            summary = _run_locked(layout, manifest, opts, progress)
+            began = time.time()
+            try:
+                summary = _run_locked(layout, manifest, opts, progress)
+            except BaseException as exc:
+                _record(layout, manifest, history.Run(began, time.time(), False, error=str(exc)))
+                raise
+            run = history.Run(
+                began, time.time(), not summary.failed, summary.fetched, len(summary.failed)
+            )
+            _record(layout, manifest, dataclasses.replace(run, bytes=summary.bytes))
     finally:
         progress.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _record(layout: Layout, manifest: Manifest, run: history.Run) -> None:
+    """The run for metrics and alerts, then the metrics file; never fails the sync."""
+    with contextlib.suppress(OSError, sqlite3.Error):
+        history.record(layout, run)
+        cfg = one(manifest.store)
+        metrics.write(layout, budget.limits(layout, cfg), manifest.listed_keys())
 
 
 def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Progress) -> Summary:
@@ -148,7 +183,10 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
             summary.removed += 1
     finally:
         conn.close()
-    outcome = Downloads(layout, opts.jobs, opts.policy, progress).run(the_plan.fetch)
+    lim = budget.limits(layout, one(manifest.store), max_size=opts.policy.max_size)
+    listed = manifest.listed_keys()
+    policy = budget.policy_for(opts.policy, lim, layout, listed, binds=False)
+    outcome = Downloads(layout, opts.jobs, policy, progress).run(the_plan.fetch)
     summary.fetched = outcome.fetched
     summary.unchanged = outcome.unchanged
     summary.bytes = outcome.bytes
@@ -156,7 +194,18 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
     summary.warnings = outcome.warnings
     _publish(layout, manifest, opts.prune)
     mirrors.publish(layout, manifest, progress.note)
-    if opts.index and (summary.changed or not (layout.www / "index.html").exists()):
+    kept = budget.enforce(layout, lim, listed)
+    summary.evicted = len(kept.evicted)
+    for e in kept.evicted:
+        progress.note(f"evicted {e.url} ({human(e.size)}): over the store's budget")
+    if kept.over:
+        summary.warnings.append(
+            f"listed artifacts alone are {human(kept.over)} over the store's budget "
+            f"({human(lim.budget or 0)}); nothing listed is evicted"
+        )
+    synced.save(layout, manifest.files)
+    changed = summary.changed or summary.evicted
+    if opts.index and (changed or not (layout.www / "index.html").exists()):
         index.render(layout)  # a no-op sync leaves it alone: 10,000 entries stay under 1 s
     return summary
 

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from withcache.accesslog import (
     MirrorHit,
     MirrorMiss,
     Miss,
+    PageHit,
     ProjectMiss,
     parse_line,
 )
@@ -56,6 +57,8 @@ class Tally:
     project_misses: int = 0
     invalid: int = 0
     garbage: int = 0
+    page_hits: int = 0  # /simple/ pages served
+    page_bytes: int = 0
     mirror_hits: dict[MirrorRef, store.HitTally] = field(default_factory=dict)  # keyed at commit
 
     def add(self, block: Block) -> None:
@@ -111,6 +114,9 @@ class Tally:
                 self.hit_bytes += r.bytes
             elif type(r) is Ignored:
                 continue
+            elif type(r) is PageHit:
+                self.page_hits += 1
+                self.page_bytes += r.bytes
             elif type(r) is Invalid:
                 self.invalid += 1
             else:
@@ -131,6 +137,7 @@ class Watcher:
         warn: Warn = lambda _msg: None,
         on_commit: Callable[[Tally], None] | None = None,
         index_every: float = 0.0,
+        upkeep: Sequence[Callable[[bool], None]] = (),
     ) -> None:
         self.layout = layout
         self.log = log
@@ -138,6 +145,7 @@ class Watcher:
         self.warn = warn
         self.on_commit = on_commit
         self.index_every = index_every
+        self.upkeep = upkeep  # each called when idle (and with True at the end): metrics, budget
         self.totals = Tally()
         self._stop = threading.Event()
         self._changes = Changes(log)
@@ -160,6 +168,7 @@ class Watcher:
             finally:
                 follower.close()
                 self._render_index(force=self._index_due is not None)
+                self._run_upkeep(final=True)
         return self.totals
 
     def _connect(self) -> sqlite3.Connection:
@@ -194,6 +203,7 @@ class Watcher:
             if once and not follower.settling:
                 return
             self._render_index()
+            self._run_upkeep()
             self._changes.wait(SETTLE if follower.settling else RECHECK)
 
     def _commit(self, conn: sqlite3.Connection, tally: Tally, at: store.Checkpoint) -> None:
@@ -213,6 +223,7 @@ class Watcher:
             self._index_due = self._index_due or time.monotonic() + self.index_every
         if self.on_commit is not None:
             self.on_commit(tally)
+        self._run_upkeep()  # also while catching up on a long backlog (each keeps its pace)
 
     def _record(
         self, conn: sqlite3.Connection, traffic: store.Traffic, at: store.Checkpoint
@@ -242,6 +253,14 @@ class Watcher:
             if waited:
                 self.warn("there is room again: the waiting lines are recorded")
             return
+
+    def _run_upkeep(self, final: bool = False) -> None:
+        """Jobs that keep their own pace (metrics, the disk budget); a failing one warns."""
+        for job in self.upkeep:
+            try:
+                job(final)
+            except (OSError, sqlite3.Error, WithcacheError) as exc:
+                self.warn(f"{getattr(job, 'what', 'upkeep')}: {exc}")
 
     def _render_index(self, force: bool = False) -> None:
         """Keep index.html's hit counts and misses fresh, at most every `index_every` s."""

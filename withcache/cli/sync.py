@@ -100,7 +100,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         "--max-size",
         type=size_arg,
         metavar="SIZE",
-        help="stop a download that writes more than SIZE (default 64G)",
+        help="stop a download that writes more than SIZE (default: store.max_size, else 64G)",
     )
 
     p = command(sub, parent, "index", cmd_index)
@@ -170,8 +170,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    from withcache import fetch, lockfile, manifest, sync  # what sync needs, imported when it runs
+    from withcache import budget, fetch, lockfile, manifest, sync  # imported when it runs
     from withcache.progress import for_stream
+    from withcache.storeconfig import one
 
     lay = layout(args)
     m = manifest.load(manifest_paths(args.paths), env=os.environ)
@@ -186,7 +187,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             read_timeout=args.timeout,
             attempts=args.retries + 1,
             deadline=args.deadline,
-            **{k: v for k in ("min_rate", "max_size") if (v := getattr(args, k)) is not None},
+            max_size=args.max_size or budget.max_size(one(m.store)),  # the flag wins
+            **{k: v for k in ("min_rate",) if (v := getattr(args, k)) is not None},
         ),
         lock=lock,
     )

@@ -18,6 +18,8 @@ from withcache.fmt import iso
 from withcache.layout import Layout
 
 if TYPE_CHECKING:
+    from withcache.budget import Limits
+    from withcache.listed import Listed
     from withcache.mirrors.config import Mirror
     from withcache.ondemand import OnDemand
     from withcache.watch import Tally, Watcher
@@ -57,6 +59,19 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         help="python.on_demand: at most N projects a minute reach the upstream (default 30)",
     )
     p.add_argument(
+        "--metrics-every",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="rewrite www/metrics at most this often (0: only at exit; default 15)",
+    )
+    p.add_argument(
+        "--textfile-dir",
+        type=Path,
+        metavar="DIR",
+        help="also write withcache.prom into node_exporter's textfile-collector DIR",
+    )
+    p.add_argument(
         "--index-every",
         type=float,
         default=60.0,
@@ -85,7 +100,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
       withcache watch --data /srv/withcache --log /var/log/nginx/withcache.json.log
       withcache watch --status            # how far behind the log's end is it?
     """
-    from withcache import watch  # watchdog and the rest: imported when the watcher runs
+    from withcache import budget, metrics, watch  # imported when the watcher runs
+    from withcache.listed import Listed
 
     lay = layout(args)
     log = args.log or lay.access_log
@@ -103,6 +119,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.on_demand_rate < 1:
         raise UsageError("--on-demand-rate must be at least 1")
     paths = args.manifests or [DEFAULT_MANIFESTS]
+    listed = Listed(paths)  # the store: section, and what eviction must never take
+    limits = budget.limits(lay, listed.store)
     auto = None
     mirror_auto = None
     if args.auto:
@@ -118,12 +136,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
             )
         jobs = max(1, args.auto_jobs)
         if hosts:
-            auto = AutoFill(lay, hosts, jobs=jobs, say=say)
+            auto = AutoFill(lay, hosts, jobs=jobs, say=say, limits=limits, listed=listed)
             say(f"auto-fill on for {', '.join(sorted(hosts))}")
         if auto_mirrors:
-            mirror_auto = MirrorFill(lay, auto_mirrors, jobs=jobs, say=say)
+            mirror_auto = MirrorFill(
+                lay, auto_mirrors, jobs=jobs, say=say, limits=limits, listed=listed
+            )
             say(f"auto-fill on for mirrors {', '.join(m.name for m in auto_mirrors)}")
-    demand = _on_demand(lay, paths, args.on_demand_rate, args.index_every, say, warn)
+    demand = _on_demand(
+        lay, paths, args.on_demand_rate, args.index_every, say, warn, (limits, listed)
+    )
+    upkeep: list[Callable[[bool], None]] = [
+        metrics.Writer(
+            lay, limits, listed, every=args.metrics_every, textfile_dir=args.textfile_dir
+        ),
+        budget.Keeper(lay, limits, listed, say=say),
+    ]
 
     def committed(t: Tally) -> None:
         if auto is not None:
@@ -138,7 +166,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 f"{t.invalid} invalid, {t.garbage} garbage"
             )
 
-    w = watch.Watcher(lay, log, warn=warn, on_commit=committed, index_every=args.index_every)
+    w = watch.Watcher(
+        lay, log, warn=warn, on_commit=committed, index_every=args.index_every, upkeep=upkeep
+    )
     say(f"watching {log}" + (" (until its end)" if args.once else ""))
     try:
         with _stop_on_signals(w):
@@ -180,6 +210,7 @@ def _on_demand(
     index_every: float,
     say: Callable[[str], None],
     warn: Callable[[str], None],
+    room: tuple[Limits, Listed],
 ) -> OnDemand | None:
     """The on-demand worker, when a manifest's python: section sets on_demand. Broken
     manifests turn it off (with a warning) rather than stop the watcher."""
@@ -195,9 +226,19 @@ def _on_demand(
         return None
     if not configs:
         return None
+    from withcache import budget, fetch
     from withcache.ondemand import OnDemand
+    from withcache.pyindex import take
 
-    worker = OnDemand(lay, configs, per_minute=per_minute, say=say, index_every=index_every)
+    # Taken without review, like an auto-fill: the store's budget may refuse its files.
+    limits, listed = room
+    policy = budget.policy_for(
+        fetch.Policy(attempts=2, backoff=0.5), limits, lay, listed, binds=True
+    )
+    settings = take.Settings(lay.state / "uv-cache", policy=policy)
+    worker = OnDemand(
+        lay, configs, per_minute=per_minute, say=say, index_every=index_every, settings=settings
+    )
     worker.start()
     globs = sorted({g for c in configs for g in c.on_demand})
     say(f"on demand: Python projects matching {', '.join(globs)}, at most {per_minute}/min")

@@ -14,13 +14,13 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import requests
 
-from withcache import fetch, index, placement, store
+from withcache import budget, fetch, index, placement, store
 from withcache.autofill import MAX_PENDING, RETRY_AFTER, AllowedHostsOnly
 from withcache.layout import Layout
 from withcache.mirrors import tree
@@ -52,10 +52,22 @@ class MirrorFill:
         jobs: int = 2,
         policy: fetch.Policy | None = None,
         say: Callable[[str], None] = lambda _msg: None,
+        limits: budget.Limits | None = None,
+        listed: Callable[[], Collection[str]] = lambda: (),
     ) -> None:
         self.layout = layout
         self.mirrors = {m.name: m for m in mirrors if m.auto}
-        self.policy = policy or fetch.Policy(attempts=2, backoff=0.5)
+        self.limits = limits or budget.Limits()
+        self.listed = listed
+        # Not reviewed, like any auto-fill: the budget refuses it when evicting cannot
+        # make room.
+        self.policy = budget.policy_for(
+            policy or fetch.Policy(attempts=2, backoff=0.5),
+            self.limits,
+            layout,
+            listed,
+            binds=True,
+        )
         self.say = say
         self.partial = layout.partial / "auto-mirror"
         self._pool = ThreadPoolExecutor(max(1, jobs), thread_name_prefix="mirrorfill")
@@ -132,6 +144,8 @@ class MirrorFill:
             fetch.discard_partial(self.partial, f.key)
         finally:
             conn.close()
+        for e in budget.enforce(self.layout, self.limits, self.listed()).evicted:
+            self.say(f"evicted {e.url} ({e.size} bytes): over the store's budget")
         with self._lock:
             self.filled.append(ref)
             index.render(self.layout)

@@ -126,6 +126,12 @@ def unlink(layout: Layout, refs: Iterable[MirrorRef]) -> None:
             parent = parent.parent
 
 
+def unlink_key(layout: Layout, conn: sqlite3.Connection, key: str) -> None:
+    """Remove every link to a key's blob (before the blob goes: a link keeps its bytes).
+    Rows left behind are dropped by the next sync's publish()."""
+    unlink(layout, [r.ref for r in rows(conn, key)])
+
+
 def is_linked(layout: Layout, key: str, ref: MirrorRef) -> bool:
     """Does www/m/<name>/<path> exist as the very inode of the key's blob?"""
     try:
