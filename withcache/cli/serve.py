@@ -9,6 +9,7 @@ import sys
 from withcache import nginx
 from withcache.cli.common import Subparsers, command, layout
 from withcache.errors import NginxError
+from withcache.indexes import model as index_model
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -41,15 +42,34 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="address to listen on, repeatable (default: 8080 on every interface)",
     )
+    p.add_argument(
+        "--max-upload",
+        type=upload_size,
+        default=nginx.DEFAULT_MAX_UPLOAD,
+        metavar="SIZE",
+        help="largest upload to a private index, e.g. 500M, 2G (default 2G); nginx answers 413",
+    )
+
+
+def upload_size(text: str) -> int:
+    """'2G', '500M', '1048576' -> bytes (binary units, as nginx reads them)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = text.rstrip("KMGkmg"), text[len(text.rstrip("KMGkmg")) :].upper()
+    if not number.isdigit() or unit not in units or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"want a size like 500M or 2G, got {text!r}")
+    return int(number) * units[unit]
 
 
 def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Settings:
+    lay = layout(args)
     return nginx.Settings(
-        layout=layout(args),
+        layout=lay,
         listen=tuple(args.listen or ["8080"]),
         user=user,
         error_log="stderr",
         aio_threads=args.aio_threads,
+        indexes=tuple(index_model.load(lay).values()),
+        max_upload=args.max_upload,
     )
 
 
@@ -87,6 +107,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     sys.stderr.flush()
+    if index_model.path(lay).exists():  # private indexes: nginx and the upload service together
+        from withcache.upload import supervisor
+
+        return supervisor.supervise(lay, lambda: settings(args, user))
     nginx.exec_foreground(conf)
     return 0  # not reached
 
