@@ -58,7 +58,9 @@ class Served:
         **fields: str | None,
     ) -> requests.Response:
         """POST the upload API's form, as twine does; `fields` override (None drops one)."""
-        return upload(self.url + f"/{index}/", filename, body, self.auth(user) if user else None, **fields)
+        return upload(
+            self.url + f"/{index}/", filename, body, self.auth(user) if user else None, **fields
+        )
 
     def stop(self) -> None:
         stop_nginx(self.proc)
@@ -166,7 +168,7 @@ def snapshot(lay: Layout) -> tuple[object, ...]:
     conn = sqlite3.connect(lay.db)
     try:
         rows = tuple(
-            tuple(conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2"))  # noqa: S608
+            tuple(conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2"))
             for t in ("artifacts", "index_files", "index_audit")
         )
     finally:

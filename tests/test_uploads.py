@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -132,8 +131,10 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     info = f"{NAME}-{VERSION}.dist-info"
     files = {
         "slowbuild.py": open("slowbuild.py", "rb").read(),
-        f"{info}/METADATA": f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n".encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: {VERSION}\\n"
+        .encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\n"
+        b"Tag: py3-none-any\\n",
     }
     record = "".join(f"{p},{_h(b)},{len(b)}\\n" for p, b in files.items()) + f"{info}/RECORD,,\\n"
     files[f"{info}/RECORD"] = record.encode()
@@ -244,9 +245,11 @@ def test_every_refusal_has_its_status_and_reason_and_changes_nothing(served: Ser
         (
             "wrong password",
             lambda: requests.post(
-                served.url + "/team/", files={"content": (other_name, other)},
-                auth=("ci", "nope"), timeout=30,
-            ),  # fmt: skip
+                served.url + "/team/",
+                files={"content": (other_name, other)},
+                auth=("ci", "nope"),
+                timeout=30,
+            ),
             401,
             "",
         ),
@@ -357,12 +360,33 @@ def test_reads_are_per_index(served: Served) -> None:
         assert r.status_code == status, user
 
 
+def test_a_new_password_works_at_once_without_a_reload(served: Served) -> None:
+    lay = str(served.layout.root)
+    old = served.auth("alice")
+    r = run_withcache("users", "passwd", "alice", "--data", lay, input="brand new pw\n")
+    assert r.returncode == 0, r.stderr  # the default cost: the hash nginx checks via libxcrypt
+    assert "$2b$10$" in (served.layout.state / "auth" / "team.read").read_text()
+    new = ("alice", "brand new pw")
+    try:
+        assert requests.get(served.url + "/team/simple/", auth=new, timeout=5).status_code == 200
+        assert requests.get(served.url + "/team/simple/", auth=old, timeout=5).status_code == 401
+    finally:
+        r = run_withcache(
+            "users", "passwd", "alice", "--cost", "4", "--data", lay, input=old[1] + "\n"
+        )
+        assert r.returncode == 0, r.stderr
+    r = run_withcache("users", "passwd", "nobody", "--data", lay, input="x\n")
+    assert r.returncode == 2 and "no user 'nobody'" in r.stderr
+
+
 def test_yank_and_unyank(served: Served, tmp_path: Path) -> None:
     for version in ("1.0", "1.1"):
         fn, body = wheel("yanky", version)
         assert served.upload("team", fn, body).status_code == 200
     lay = str(served.layout.root)
-    r = run_withcache("yank", "--index", "team", "Yanky", "1.1", "--reason", "broken", "--data", lay)
+    r = run_withcache(
+        "yank", "--index", "team", "Yanky", "1.1", "--reason", "broken", "--data", lay
+    )
     assert r.returncode == 0, r.stderr
     page = requests.get(
         served.url + "/team/simple/yanky/",
@@ -395,7 +419,10 @@ def test_publish_runs_the_same_checks(served: Served, tmp_path: Path) -> None:
     assert snapshot(served.layout) == before
     r = run_withcache("publish", "--index", "team", str(good), "--data", str(served.layout.root))
     assert r.returncode == 0, r.stderr
-    assert "hosttool-1.0" in requests.get(served.url + "/team/simple/hosttool/", auth=served.auth("ci")).text
+    assert (
+        "hosttool-1.0"
+        in requests.get(served.url + "/team/simple/hosttool/", auth=served.auth("ci")).text
+    )
     r = run_withcache("publish", "--index", "nope", str(good), "--data", str(served.layout.root))
     assert r.returncode == 2 and "no index named 'nope'" in r.stderr
 
