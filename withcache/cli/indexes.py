@@ -43,7 +43,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
 
     p = command(sub, parent, "upload-service", cmd_upload_service)
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    p.add_argument("--threads", type=int, default=8, help="threads per worker (default 8)")
 
 
 def cmd_users(args: argparse.Namespace) -> int:

@@ -1,10 +1,12 @@
 """The upload service: gunicorn serving upload.app on a unix socket that nginx proxies to.
 
-gunicorn, because the write path wants a well-kept pre-fork server: nginx buffers
-each request body before it connects, so a worker is never held by a slow client,
-and a worker that dies is replaced by the arbiter. The socket is DATA/run/upload.sock
-(mode 0666: nginx's workers run as another user); the application checks every
-uploader's password itself, so reaching the socket grants nothing.
+gunicorn, because the write path wants a well-kept pre-fork server whose arbiter
+replaces a worker that dies. nginx streams each body to the service as it arrives
+(proxy_request_buffering off: the bytes are written to disk once, in the partial
+file, and hashed on the way), so an upload holds one thread for its length: 2
+workers x 8 threads take 16 at once, more wait in the socket's backlog. The socket
+is DATA/run/upload.sock (mode 0666: nginx's workers run as another user); the
+application checks every uploader's password itself, so reaching it grants nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from withcache.layout import Layout
 from withcache.upload.app import make_app
 
 WORKERS = 2
-THREADS = 4  # an upload mostly waits on fsync and on nginx
+THREADS = 8  # an upload mostly waits on its client, on nginx and on fsync
 SOCKET_MAX = 107  # sun_path holds 108 bytes with its NUL
 
 
