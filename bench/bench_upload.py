@@ -221,7 +221,7 @@ def main() -> int:
             table.add(
                 f"{mb} MB wheel upload, nginx + upload service (curl -F)", c.Stats(ours_s), "MB/s",
                 target=0.5, paired=True,
-                note="buffer, stream to partial, sha256, zip check, place, pages",
+                note="streamed to a partial file (fsynced), sha256, zip check, place, pages",
             )  # fmt: skip
 
             t0 = time.perf_counter()

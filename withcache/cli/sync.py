@@ -143,6 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise ManifestError(problems)
     if args.verbose:
         python = f", {len(m.python)} python sections" if m.python else ""
+        python += f", {len(m.indexes)} private indexes" if m.indexes else ""
         locked = ", lock ok" if args.locked else ""
         print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}{locked}: ok")
     return 0

@@ -44,9 +44,10 @@ class Accepted:
     new: bool  # False: the identical file was there already
 
 
-def partial_path(layout: Layout) -> Path:
-    """A fresh partial file for an upload (state/partial/upload-*.part)."""
-    return layout.partial / f"upload-{uuid.uuid4().hex}.part"
+def partial_path(layout: Layout, kind: str = "upload") -> Path:
+    """A fresh partial file (state/partial/upload-*.part for the service; `withcache
+    publish` uses its own prefix, so a restarting service never removes its file)."""
+    return layout.partial / f"{kind}-{uuid.uuid4().hex}.part"
 
 
 def stale_partials(layout: Layout) -> list[Path]:
@@ -81,7 +82,7 @@ def accept(
 
 def publish_file(layout: Layout, ix: Index, path: Path, user: str) -> Accepted:
     """`withcache publish`: a file on this host, the same checks without a form."""
-    part = partial_path(layout)
+    part = partial_path(layout, "publish")
     try:
         with path.open("rb") as src:
             verified = placement.copy_in(layout, src, part, None)
