@@ -357,7 +357,7 @@ def test_reads_are_per_index(served: Served) -> None:
     # the reader and the writer of team read it; wrong password: 401
     for user, status in (("alice", 200), ("ci", 200), ("bob", 401)):
         r = requests.get(served.url + "/team/simple/", auth=served.auth(user), timeout=5)
-        assert r.status_code == status, user
+        assert r.status_code == status, (user, r.text[:300])
 
 
 def test_a_new_password_works_at_once_without_a_reload(served: Served) -> None:
