@@ -7,7 +7,7 @@ import os
 import sys
 
 from withcache import nginx
-from withcache.cli.common import Subparsers, command, layout
+from withcache.cli.common import Subparsers, command, layout, size_arg
 from withcache.errors import NginxError
 from withcache.indexes import model as index_model
 
@@ -44,20 +44,11 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-upload",
-        type=upload_size,
+        type=size_arg,
         default=nginx.DEFAULT_MAX_UPLOAD,
         metavar="SIZE",
         help="largest upload to a private index, e.g. 500M, 2G (default 2G); nginx answers 413",
     )
-
-
-def upload_size(text: str) -> int:
-    """'2G', '500M', '1048576' -> bytes (binary units, as nginx reads them)."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    number, unit = text.rstrip("KMGkmg"), text[len(text.rstrip("KMGkmg")) :].upper()
-    if not number.isdigit() or unit not in units or int(number) < 1:
-        raise argparse.ArgumentTypeError(f"want a size like 500M or 2G, got {text!r}")
-    return int(number) * units[unit]
 
 
 def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Settings:
