@@ -354,6 +354,8 @@ def test_reads_are_per_index(served: Served) -> None:
     r = requests.get(served.url + href.replace("/pub/", "/team/", 1), auth=served.auth("ci"))
     assert r.status_code == 404
     assert requests.get(served.url + href.removeprefix("/pub"), timeout=5).status_code == 403
+    r = requests.get(served.url + href.removeprefix("/pub") + ".metadata", timeout=5)
+    assert r.status_code == 403  # nor its metadata
     # the reader and the writer of team read it; wrong password: 401
     for user, status in (("alice", 200), ("ci", 200), ("bob", 401)):
         r = requests.get(served.url + "/team/simple/", auth=served.auth(user), timeout=5)

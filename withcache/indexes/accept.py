@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import pwd
 import sqlite3
 import uuid
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from packaging.utils import canonicalize_name
 from withcache import placement, store
 from withcache.errors import WithcacheError
 from withcache.indexes import db, dist, pages
-from withcache.indexes.dist import BadUpload, Conflict
+from withcache.indexes.dist import Conflict
 from withcache.indexes.model import SOURCE, Index
 from withcache.layout import Layout
 from withcache.pyindex import publish
@@ -231,13 +232,8 @@ def _event(
 
 
 def local_user() -> str:
-    """Who runs `withcache publish` on the host, for the audit record."""
+    """Who runs `withcache publish` or `yank` on the host, for the audit record."""
     try:
-        import pwd
-
         return "local:" + pwd.getpwuid(os.geteuid()).pw_name
-    except (KeyError, ImportError):
+    except KeyError:
         return f"local:{os.geteuid()}"
-
-
-__all__ = ["Accepted", "BadUpload", "Conflict", "accept", "publish_file", "yank"]

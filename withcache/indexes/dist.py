@@ -183,8 +183,6 @@ def _wheel_metadata(path: Path, named: Named) -> bytes:
                 raise BadUpload("the wheel's METADATA is implausibly large")
             return z.read(found[0])
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        if isinstance(exc, BadUpload):
-            raise
         raise BadUpload(f"not a readable wheel (truncated or not a zip): {exc}") from None
 
 
