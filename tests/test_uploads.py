@@ -442,4 +442,8 @@ def test_audit_is_in_report_catalog_and_index(served: Served) -> None:
     assert r.returncode == 0, r.stderr
     catalog = requests.get(served.url + "/catalog.json", timeout=5).json()
     assert any(u["filename"] == fn and u["user"] == "ci" for u in catalog["uploads"])
+    paths = {a["name"]: a["cache_path"] for a in catalog["artifacts"]}
+    for name in (fn, fn + ".metadata"):  # the catalog's links to them work
+        assert requests.get(served.url + paths[name], timeout=5).status_code == 200, name
+    assert not any(p.startswith("/team/") for p in paths.values())  # restricted: not listed
     assert fn in requests.get(served.url + "/", timeout=5).text

@@ -89,7 +89,7 @@ def gather(
             ix = shown_indexes.get(audit.index_of_key(a.key) or "")
             if ix is None:
                 continue
-            path = ix.href(a.key, a.name)
+            path = audit.file_href(ix, a.key, a.name)
         rows.append(
             Row(
                 a.name,

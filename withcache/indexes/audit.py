@@ -61,6 +61,14 @@ def rows(
     return [Row(**e.__dict__) for e in events]
 
 
+def file_href(ix: model.Index, key: str, name: str) -> str:
+    """Where an index file (or a wheel's metadata, kept as its own blob) is served."""
+    suffix = ".metadata"
+    if key.endswith(suffix) and name.endswith(suffix):  # nginx serves it beside the wheel
+        return ix.href(key.removesuffix(suffix), name.removesuffix(suffix)) + suffix
+    return ix.href(key, name)
+
+
 def public_href(layout: Layout) -> dict[str, model.Index]:
     """The indexes whose files a public page may link (anyone reads them)."""
     return {name: ix for name, ix in model.load(layout).items() if ix.open}
