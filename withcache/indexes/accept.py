@@ -150,38 +150,43 @@ def _add(
 def _place(
     layout: Layout, conn: sqlite3.Connection, key: str, verified: placement.Verified, d: dist.Dist
 ) -> tuple[str | None, str | None]:
-    """The file, and a wheel's METADATA as its own blob (PEP 658), in one placement."""
+    """A wheel's METADATA as its own blob (PEP 658), then the file itself.
+
+    Two single placements, each made durable by its own fsyncs: a group would be
+    flushed with one syncfs of the whole filesystem, which on a busy disk waits for
+    everyone's writes. The metadata goes first: a crash between the two leaves an
+    unused blob, never a file whose page offers metadata that is not there."""
     known = set(store.artifacts_with_keys(conn, [key, key + ".metadata"]))
-    items = [
-        placement.Item(
-            verified, key=key, url=key, source=SOURCE, name=d.filename, replacing=key in known
-        )
-    ]
     meta: placement.Verified | None = None
+    meta_key = key + ".metadata"
     if d.kind == "wheel":
         meta_part = verified.path.with_name(verified.path.name + ".metadata")
         meta = placement.copy_in(layout, io.BytesIO(d.metadata), meta_part, None)
-        meta_key = key + ".metadata"
-        items.append(
-            placement.Item(
-                meta,
-                key=meta_key,
-                url=meta_key,
-                source=SOURCE,
-                name=d.filename + ".metadata",
-                replacing=meta_key in known,
+        try:
+            placement.install(
+                layout,
+                conn,
+                placement.Item(
+                    meta,
+                    key=meta_key,
+                    url=meta_key,
+                    source=SOURCE,
+                    name=d.filename + ".metadata",
+                    replacing=meta_key in known,
+                ),
             )
-        )
-    try:
-        placement.install_many(layout, conn, items)
-    finally:
-        if meta is not None:
+        finally:
             meta.path.unlink(missing_ok=True)
-    if meta is None:
+    placement.install(
+        layout,
+        conn,
+        placement.Item(
+            verified, key=key, url=key, source=SOURCE, name=d.filename, replacing=key in known
+        ),
+    )
+    if meta is None or not publish.link_metadata(layout, key, meta_key):
         return None, None
-    if not publish.link_metadata(layout, key, key + ".metadata"):
-        return None, None
-    return key + ".metadata", meta.sha256
+    return meta_key, meta.sha256
 
 
 def yank(
