@@ -3,8 +3,8 @@
 The bytes are already a verified partial file (placement.copy_in hashed and fsynced
 them under state/partial/). Then, in order: the file is inspected (dist.py), the
 form and digest are checked, the name is checked against the index (identical
-bytes again: accepted, nothing changes; other bytes: 409), the file and its PEP 658
-metadata are placed through placement.install_many, the row and the audit record
+bytes again: accepted, nothing changes; other bytes: 409), its PEP 658 metadata and
+then the file are placed through placement.install, the row and the audit record
 are committed, and the project's pages and the root are rewritten. A refusal at any
 step before placement changes nothing in www/ or the DB.
 """
