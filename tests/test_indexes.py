@@ -309,3 +309,34 @@ def test_users_cli_reads_stdin_and_lists(tmp_path: Path) -> None:
     assert r.returncode == 0 and '"name": "ci"' in r.stdout
     r = run_withcache("users", "add", "ci", "--cost", "3", "--data", data, input="pw\n")
     assert r.returncode == 2 and "--cost must be 4 to 16" in r.stderr
+
+
+def test_system_snippet_with_indexes_passes_nginx_t(tmp_path: Path) -> None:
+    """The server block a system nginx includes, with a restricted, an open and a
+    read-only index: nginx -t accepts it (locations, maps, auth files, the proxy)."""
+    from withcache import nginx
+
+    data = tmp_path / "data"
+    lay = Layout(data).ensure()
+    model.save(
+        lay,
+        [
+            model.Index("team", ("alice",), ("ci",), "mirror"),
+            model.Index("pub", None, ("ci",)),
+            model.Index("docs-only", None, ()),
+        ],
+    )
+    r = run_withcache(
+        "nginx-config", "--data", str(data), "--listen", "127.0.0.1:8099", "--max-upload", "1G"
+    )
+    assert r.returncode == 0, r.stderr
+    assert "client_max_body_size 1073741824;" in r.stdout
+    assert '"~^POST /team/?(?:\\?.*)?$" ok;' in r.stdout
+    assert "POST /docs-only/" not in r.stdout  # no writers: no upload URL
+    (tmp_path / "withcache.conf").write_text(r.stdout)
+    main_conf = tmp_path / "nginx.conf"
+    main_conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n include {tmp_path}/withcache.conf;\n}}\n"
+    )
+    nginx.check(main_conf)
