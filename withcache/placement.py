@@ -145,10 +145,8 @@ def copy_in(
     h = hashlib.sha256()
     size = 0
     try:
-        # sha256 of one chunk runs in a helper thread while the chunk is written and the
-        # next one read (hashlib releases the GIL): an upload is hashed at no extra time.
-        # Every FLUSH_EVERY bytes an fdatasync starts in the background, so the disk
-        # writes while the stream arrives and the final fsync is short.
+        # Durable copies start an fdatasync in the background every FLUSH_EVERY bytes, so
+        # the disk writes while the stream arrives (an upload) and the final fsync is short.
         with part.open("wb") as dst, ThreadPoolExecutor(2, "copy-in") as helpers:
             pending: Future[None] | None = None
             flushing: Future[None] | None = None
@@ -160,7 +158,7 @@ def copy_in(
                 dst.write(chunk)
                 size += len(chunk)
                 unflushed += len(chunk)
-                if unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
+                if durable and unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
                     dst.flush()
                     flushing = helpers.submit(os.fdatasync, dst.fileno())
                     unflushed = 0
