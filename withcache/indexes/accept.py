@@ -11,6 +11,7 @@ step before placement changes nothing in www/ or the DB.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pwd
@@ -22,12 +23,13 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from withcache import placement, store
+from withcache import budget, placement, store, synced
 from withcache.errors import WithcacheError
 from withcache.indexes import db, dist, pages
 from withcache.indexes.dist import Conflict
 from withcache.indexes.model import SOURCE, Index
 from withcache.layout import Layout
+from withcache.listed import Listed
 from withcache.pyindex import publish
 
 
@@ -81,8 +83,27 @@ def accept(
         verified.path.unlink(missing_ok=True)
 
 
+def make_room(layout: Layout, size: int) -> None:
+    """An upload obeys the store's budget and min_free like every download: evict what
+    may go, or raise budget.NoRoom, before the first byte is written. The limits are
+    those of the manifests as last synced (state/manifests/)."""
+    listed = _listed(layout.root)
+    lim = budget.limits(layout, listed.store)
+    budget.ensure_room(layout, size, lim, listed=listed(), reason="upload")
+
+
+@functools.cache
+def _listed(root: Path) -> Listed:
+    """One reader per data dir and process: it re-reads the copies only when they change."""
+    return Listed([synced.directory(Layout(root))])
+
+
 def publish_file(layout: Layout, ix: Index, path: Path, user: str) -> Accepted:
     """`withcache publish`: a file on this host, the same checks without a form."""
+    try:
+        make_room(layout, path.stat().st_size)
+    except OSError as exc:
+        raise WithcacheError(f"{path}: {exc.strerror or exc}") from None
     part = partial_path(layout, "publish")
     try:
         with path.open("rb") as src:

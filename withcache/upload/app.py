@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
-from withcache import placement
+from withcache import budget, placement
 from withcache.errors import WithcacheError
 from withcache.indexes import accept, model, users
 from withcache.indexes.config import name_problem
@@ -82,12 +82,13 @@ def _handle(layout: Layout, environ: dict[str, Any]) -> str:
     except model.IndexNotFound:
         raise HTTPRefusal(404, f"no index {name!r}") from None
     user = _authorize(layout, ix, environ.get("HTTP_AUTHORIZATION", ""))
+    length = _length(environ.get("CONTENT_LENGTH"))
     try:
-        form = Form(
-            environ["wsgi.input"],
-            environ.get("CONTENT_TYPE", ""),
-            _length(environ.get("CONTENT_LENGTH")),
-        )
+        accept.make_room(layout, length or 0)
+    except budget.NoRoom as exc:
+        raise HTTPRefusal(507, str(exc)) from None
+    try:
+        form = Form(environ["wsgi.input"], environ.get("CONTENT_TYPE", ""), length)
         if not form.until_file():
             raise BadUpload("the form has no file part named 'content'")
         filename = form.filename or ""
