@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 from withcache import __version__, atomic, keys, store
 from withcache.fmt import human, iso_or_none, json_text, visible, when
+from withcache.indexes import audit
+from withcache.indexes import model as index_model
 from withcache.layout import Layout
 from withcache.mirrors import tree as mirror_tree
 from withcache.misses import listing as open_misses
@@ -70,10 +72,14 @@ def html_env() -> jinja2.Environment:
 
 
 def gather(
-    conn: sqlite3.Connection, www: Path | None = None
+    conn: sqlite3.Connection,
+    www: Path | None = None,
+    shown_indexes: dict[str, index_model.Index] | None = None,
 ) -> tuple[list[Row], list[dict[str, Any]]]:
     """Artifacts with their hit counts, and open misses, most requested first
-    (a missing Python project counts as found once www/simple/ has its page)."""
+    (a missing Python project counts as found once www/simple/ has its page).
+    Files uploaded to a private index show only when anyone may read that index."""
+    shown_indexes = shown_indexes or {}
     hits = {
         r["key"]: (r["count"], r["last_hit"])
         for r in conn.execute("SELECT key, count, last_hit FROM hits")
@@ -82,12 +88,18 @@ def gather(
     rows = []
     for a in store.artifacts(conn).values():
         count, last = hits.get(a.key, (0, None))
+        path = keys.cache_path(a.key)
+        if a.source == index_model.SOURCE:
+            ix = shown_indexes.get(audit.index_of_key(a.key) or "")
+            if ix is None:
+                continue
+            path = audit.file_href(ix, a.key, a.name)
         m = mirrored.get(a.key)
         rows.append(
             Row(
                 a.name,
                 a.url,
-                keys.cache_path(a.key),
+                path,
                 a.size,
                 a.sha256,
                 a.fetched_at,
@@ -133,7 +145,8 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
     layout.www.mkdir(parents=True, exist_ok=True)
     conn = store.connect(layout.db)
     try:
-        rows, misses = gather(conn, layout.www)
+        rows, misses = gather(conn, layout.www, audit.public_href(layout))
+        uploads = audit.rows(conn, layout, public=True, limit=200)
     finally:
         conn.close()
     taken = on_demand(layout)
@@ -149,10 +162,13 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
             version=__version__,
             has_report=(layout.www / "report.html").exists(),
             on_demand=taken,
+            uploads=uploads,
         )
     )
     atomic.write(layout.www / "index.html", html.encode())
-    atomic.write(layout.www / "catalog.json", catalog_json(rows, generated, taken).encode())
+    atomic.write(
+        layout.www / "catalog.json", catalog_json(rows, generated, taken, uploads).encode()
+    )
     return len(rows)
 
 
@@ -164,7 +180,10 @@ def _mirror_fields(r: Row) -> dict[str, str]:
 
 
 def catalog_json(
-    rows: list[Row], generated: float | None, on_demand: list[dict[str, Any]] | None = None
+    rows: list[Row],
+    generated: float | None,
+    on_demand: list[dict[str, Any]] | None = None,
+    uploads: list[audit.Row] | None = None,
 ) -> str:
     artifacts: list[dict[str, object]] = [
         {
@@ -191,4 +210,5 @@ def catalog_json(
         ]
     head = json.dumps(head_doc)[:-1]
     body = ",\n ".join(json_text(a) for a in artifacts)
-    return f'{head}, "artifacts": [\n {body}\n]}}\n'
+    ups = ",\n ".join(json_text(u.as_json()) for u in uploads or ())
+    return f'{head}, "artifacts": [\n {body}\n], "uploads": [\n {ups}\n]}}\n'

@@ -19,13 +19,15 @@ import yaml
 from withcache import keys, storeconfig, urlcheck
 from withcache.errors import ManifestError, Problem
 from withcache.fmt import human
+from withcache.indexes import config as indexes_config
+from withcache.indexes.config import IndexConfig
 from withcache.mirrors import config as mirrors
 from withcache.pyindex.config import PythonConfig
 from withcache.pyindex.config import parse as parse_python
 from withcache.yamlnodes import LOADER, Ctx, boolean, is_null, mapping, sha256, string
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-TOP_KEYS = {"defaults", "artifacts", "auto", "python", "store", "mirrors"}
+TOP_KEYS = {"defaults", "artifacts", "auto", "python", "store", "indexes", "mirrors"}
 DEFAULT_KEYS = {"keep_query", "headers"}
 ENTRY_KEYS = {"url", "sha256", "headers", "header_hosts", "keep_query"}
 AUTO_KEYS = {"allow_hosts"}
@@ -72,6 +74,7 @@ class Manifest:
     entries: tuple[Entry, ...] = ()
     allow_hosts: tuple[str, ...] = ()
     python: tuple[PythonConfig, ...] = ()
+    indexes: tuple[IndexConfig, ...] = ()
     files: tuple[str, ...] = ()
     store: tuple[storeconfig.StoreConfig, ...] = ()  # at most one (a second is a problem)
     mirrors: tuple[mirrors.Mirror, ...] = ()
@@ -168,6 +171,7 @@ def load(paths: Iterable[Path], *, env: Mapping[str, str] | None = None) -> Mani
     merged = _merge(parts, files)
     problems.extend(_cross_file_problems(list(merged.entries)))
     problems.extend(storeconfig.second_sections(merged.store))
+    problems.extend(indexes_config.duplicates(merged.indexes))
     problems.extend(mirrors.cross_file_problems(merged.mirrors, _declared(merged.entries)))
     if env is not None:
         problems.extend(_unset_env_problems(merged.entries, env))
@@ -181,6 +185,7 @@ def _merge(parts: list[Manifest], files: list[Path]) -> Manifest:
         entries=tuple(e for m in parts for e in m.entries),
         allow_hosts=tuple(dict.fromkeys(h for m in parts for h in m.allow_hosts)),
         python=tuple(c for m in parts for c in m.python),
+        indexes=tuple(ix for m in parts for ix in m.indexes),
         files=tuple(map(str, files)),
         store=tuple(c for m in parts for c in m.store),
         mirrors=tuple(x for m in parts for x in m.mirrors),
@@ -208,6 +213,7 @@ def _parse_file(text: str, ctx: Ctx) -> Manifest | None:
         allow_hosts=tuple(_auto(top.get("auto"), ctx)),
         python=tuple(parse_python(top["python"], ctx) if "python" in top else ()),
         store=tuple(storeconfig.parse(top["store"], ctx) if "store" in top else ()),
+        indexes=tuple(indexes_config.parse(top["indexes"], ctx) if "indexes" in top else ()),
         mirrors=tuple(mirrors.parse(top["mirrors"], ctx) if "mirrors" in top else ()),
     )
 

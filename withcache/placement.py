@@ -30,6 +30,7 @@ from withcache.mirrors import tree as mirror_tree
 from withcache.mirrors.paths import MirrorRef
 
 CHUNK = 1 << 20
+FLUSH_EVERY = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -186,16 +187,27 @@ def copy_in(
     h = hashlib.sha256()
     size = 0
     try:
-        with part.open("wb") as dst, ThreadPoolExecutor(1, "sha256") as hasher:
-            hashing: Future[None] | None = None
+        # Durable copies start an fdatasync in the background every FLUSH_EVERY bytes, so
+        # the disk writes while the stream arrives (an upload) and the final fsync is short.
+        with part.open("wb") as dst, ThreadPoolExecutor(2, "copy-in") as helpers:
+            pending: Future[None] | None = None
+            flushing: Future[None] | None = None
+            unflushed = 0
             while chunk := src.read(CHUNK):
-                if hashing is not None:
-                    hashing.result()
-                hashing = hasher.submit(h.update, chunk)
+                if pending is not None:
+                    pending.result()
+                pending = helpers.submit(h.update, chunk)
                 dst.write(chunk)
                 size += len(chunk)
-            if hashing is not None:
-                hashing.result()
+                unflushed += len(chunk)
+                if durable and unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
+                    dst.flush()
+                    flushing = helpers.submit(os.fdatasync, dst.fileno())
+                    unflushed = 0
+            if pending is not None:
+                pending.result()
+            if flushing is not None:
+                flushing.result()
             dst.flush()
             if durable:
                 os.fsync(dst.fileno())

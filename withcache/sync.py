@@ -243,6 +243,11 @@ def _publish(layout: Layout, manifest: Manifest, prune: bool) -> None:
         from withcache import pyindex
 
         pyindex.write_index(manifest, layout, prune=prune)
+    if manifest.indexes or (layout.state / "indexes.json").exists():
+        # after the mirror: a base: mirror root names the mirror's projects
+        from withcache.indexes import definitions
+
+        definitions.publish(layout, manifest.indexes)
 
 
 def preview(

@@ -12,11 +12,11 @@ import traceback
 from collections.abc import Sequence
 
 from withcache import __version__
-from withcache.cli import budget, bundle, lock, review, serve, shims, sync, watch
+from withcache.cli import budget, bundle, indexes, lock, review, serve, shims, sync, watch
 from withcache.cli.common import add_common, common_parent
 from withcache.errors import WithcacheError
 
-COMMAND_MODULES = (sync, lock, serve, watch, review, shims, budget, bundle)
+COMMAND_MODULES = (sync, lock, serve, watch, review, shims, budget, bundle, indexes)
 
 
 def build_parser() -> argparse.ArgumentParser:

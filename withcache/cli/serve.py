@@ -8,8 +8,16 @@ import sys
 from typing import TYPE_CHECKING
 
 from withcache import nginx
-from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
+from withcache.cli.common import (
+    Subparsers,
+    command,
+    layout,
+    manifest_paths,
+    manifests_option,
+    size_arg,
+)
 from withcache.errors import NginxError
+from withcache.indexes import model as index_model
 
 if TYPE_CHECKING:
     from withcache.mirrors.config import Mirror
@@ -46,15 +54,25 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="address to listen on, repeatable (default: 8080 on every interface)",
     )
+    p.add_argument(
+        "--max-upload",
+        type=size_arg,
+        default=nginx.DEFAULT_MAX_UPLOAD,
+        metavar="SIZE",
+        help="largest upload to a private index, e.g. 500M, 2G (default 2G); nginx answers 413",
+    )
 
 
 def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Settings:
+    lay = layout(args)
     return nginx.Settings(
-        layout=layout(args),
+        layout=lay,
         listen=tuple(args.listen or ["8080"]),
         user=user,
         error_log="stderr",
         aio_threads=args.aio_threads,
+        indexes=tuple(index_model.load(lay).values()),
+        max_upload=args.max_upload,
         mirrors=_mirrors(args),
     )
 
@@ -104,6 +122,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     sys.stderr.flush()
+    if index_model.path(lay).exists():  # private indexes: nginx and the upload service together
+        from withcache.upload import supervisor
+
+        return supervisor.supervise(lay, lambda: settings(args, user))
     nginx.exec_foreground(conf)
     return 0  # not reached
 

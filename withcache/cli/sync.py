@@ -144,6 +144,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise ManifestError(problems)
     if args.verbose:
         python = f", {len(m.python)} python sections" if m.python else ""
+        python += f", {len(m.indexes)} private indexes" if m.indexes else ""
         mirrors = ""
         if m.mirrors:
             n = sum(len(x.files) for x in m.mirrors)
