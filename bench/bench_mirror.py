@@ -8,7 +8,8 @@ same inode). Cases: a 1 GiB GET with curl (MB/s), 4 KiB GETs with wrk (req/s), H
 probes with `ab -k -i` (req/s). Fall-through: a 1 GiB file the tree lacks, streamed
 by nginx's proxy from the origin, against curl straight from the origin: MB/s and
 the time to the first byte (curl's time_starttransfer); the delay row is the per-round
-difference. Runs interleave the two sides of each comparison round by round.
+difference. Runs interleave the two sides of each comparison round by round, in
+alternating order.
 --quick: 256 MiB instead of 1 GiB, 3 rounds, 1 s load runs.
 """
 
@@ -40,6 +41,12 @@ def curl(url: str, size: int) -> tuple[float, float]:
     if got != size:
         raise RuntimeError(f"{url}: got {got} bytes, want {size}")
     return size / total / 1e6, first * 1000
+
+
+def alternate(pair: tuple[str, str], round_: int) -> tuple[str, str]:
+    """The two sides of a comparison, in swapped order every other round: whichever runs
+    second in a round does not always pay for what the first left behind."""
+    return pair if round_ % 2 == 0 else (pair[1], pair[0])
 
 
 def main() -> int:
@@ -78,9 +85,9 @@ def main() -> int:
 
         c.log(f"{label} GET x{big_runs}, /b/ and /m/")
         rates: dict[str, list[float]] = {"b": [], "m": []}
-        for _ in range(big_runs):
-            rates["b"].append(curl(b["big"], big)[0])
-            rates["m"].append(curl(m["big"], big)[0])
+        for i in range(big_runs):
+            for side in alternate(("b", "m"), i):
+                rates[side].append(curl({"b": b, "m": m}[side]["big"], big)[0])
         table.add(f"{label} GET (curl), /b/", c.Stats(rates["b"]), "MB/s", baseline=True)
         table.add(f"{label} GET (curl), /m/", c.Stats(rates["m"]), "MB/s", target=0.9, paired=True)
 
@@ -93,9 +100,9 @@ def main() -> int:
                 continue
             c.log(f"{title} x{runs}, {load_s}s each, /b/ and /m/")
             samples: dict[str, list[float]] = {"b": [], "m": []}
-            for _ in range(runs):
-                samples["b"].append(fn(b["small"], load_s))
-                samples["m"].append(fn(m["small"], load_s))
+            for i in range(runs):
+                for side in alternate(("b", "m"), i):
+                    samples[side].append(fn({"b": b, "m": m}[side]["small"], load_s))
             table.add(f"{title}, /b/", c.Stats(samples["b"]), "req/s", baseline=True)
             table.add(f"{title}, /m/", c.Stats(samples["m"]), "req/s", target=0.9, paired=True)
 
@@ -104,9 +111,9 @@ def main() -> int:
         through = f"{ours}/m/bench/pool/fall.bin"
         curl(direct, big)  # warm the origin's page cache for both sides
         got: dict[str, list[tuple[float, float]]] = {"direct": [], "through": []}
-        for _ in range(big_runs):
-            got["direct"].append(curl(direct, big))
-            got["through"].append(curl(through, big))
+        for i in range(big_runs):
+            for side in alternate(("direct", "through"), i):
+                got[side].append(curl(direct if side == "direct" else through, big))
             time.sleep(0.2)
         if (data / "www" / "m" / "bench" / "pool" / "fall.bin").exists():
             raise RuntimeError("fall-through stored the file: it must stream only")
