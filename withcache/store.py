@@ -307,6 +307,10 @@ COUNTERS = (
     "garbage",
     "page_hits",
     "page_bytes",
+    # the /m/ area's part of hits, hit_bytes and misses (metrics split the areas)
+    "m_hits",
+    "m_hit_bytes",
+    "m_misses",
 )
 
 

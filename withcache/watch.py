@@ -59,6 +59,9 @@ class Tally:
     garbage: int = 0
     page_hits: int = 0  # /simple/ pages served
     page_bytes: int = 0
+    m_hits: int = 0  # of hits, those under /m/
+    m_hit_bytes: int = 0
+    m_misses: int = 0  # of misses, those under /m/
     mirror_hits: dict[MirrorRef, store.HitTally] = field(default_factory=dict)  # keyed at commit
 
     def add(self, block: Block) -> None:
@@ -108,10 +111,14 @@ class Tally:
                     self.project_misses += 1
                 else:
                     self.misses += 1
+                    if type(r) is MirrorMiss:
+                        self.m_misses += 1
             elif type(r) is MirrorHit:
                 mirror_traffic.tally_hit(self.mirror_hits, r.ref, r.bytes, r.time)
                 self.hits += 1
                 self.hit_bytes += r.bytes
+                self.m_hits += 1
+                self.m_hit_bytes += r.bytes
             elif type(r) is Ignored:
                 continue
             elif type(r) is PageHit:
