@@ -146,13 +146,14 @@ class Cache:
         return self.access_log.read_text().splitlines()
 
 
-def start_nginx(data: Path, port: int | None = None) -> Cache:
+def start_nginx(data: Path, port: int | None = None, *extra: str) -> Cache:
+    """`withcache serve` on loopback; `extra`: more serve options (e.g. -m MANIFEST)."""
     if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
         pytest.skip("nginx is not installed (apt-get install nginx)")
     port = port or free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        withcache_cmd("serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"),
+        withcache_cmd("serve", "--data", str(data), "--listen", f"127.0.0.1:{port}", *extra),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -296,6 +296,32 @@ def test_credentials_and_no_store_are_never_cached(tmp_path: Path, origin: Origi
 
 
 @needs_nginx
+def test_a_mirror_fall_through_is_never_kept_at_the_edge(tmp_path: Path, origin: Origin) -> None:
+    """The center streams an unverified file from a mirror's source; the edge passes it
+    on and keeps nothing, so the next request reaches the center (and the verified
+    file once auto-fill placed it)."""
+    from tests.mirrorkit import mirror_manifest
+
+    tmp_path.chmod(0o755)
+    body = os.urandom(300_000)
+    origin.add("/pub/pool/f.tgz", body)
+    m = mirror_manifest(tmp_path / "m.yaml", "lab", [f"{origin.base}/pub/"], [], fallthrough=True)
+    data = Layout(tmp_path / "center").ensure()
+    center = start_nginx(data.root, None, "-m", str(m))
+    e = start_edge(tmp_path / "edge", center.url)
+    try:
+        for _ in range(2):
+            r = requests.get(e.url + "/m/lab/pool/f.tgz", timeout=10)
+            assert r.status_code == 200 and r.content == body
+            assert r.headers["Cache-Control"] == "no-store"
+            assert r.headers["X-Cache-Status"] == "MISS"
+        assert len(origin.seen("/pub/pool/f.tgz", "GET")) == 2
+    finally:
+        stop_nginx(e.proc)
+        stop_nginx(center.proc)
+
+
+@needs_nginx
 def test_without_the_center_the_edge_serves_what_it_holds_and_the_replica_everything(
     tmp_path: Path, origin: Origin
 ) -> None:

@@ -154,3 +154,39 @@ def test_alert_rules_and_dashboard_use_only_metrics_that_exist(tmp_path: Path) -
     exprs += [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
     used = {n for e in exprs for n in re.findall(r"withcache_[a-z_]+", e)}
     assert used and used <= names, used - names
+
+
+def test_each_area_is_counted_apart(tmp_path: Path) -> None:
+    """/b/, /m/ and /simple/ hits, misses and bytes, from a log the watcher reads."""
+    from tests.test_watch import nginx_line
+
+    data, log = tmp_path / "data", tmp_path / "access.log"
+    b_url = "/b/" + keys.token("https://vendor.example/a.bin") + "/a.bin"
+    b_miss = "/b/" + keys.token("https://vendor.example/gone.bin") + "/gone.bin"
+    m_url = "/m/gentoo/distfiles/ab/foo-1.0.tar.gz"
+    log.write_bytes(
+        nginx_line(b_url, 200, nbytes=100) * 2
+        + nginx_line(b_miss, 404)
+        + nginx_line(m_url, 200, nbytes=7000) * 3
+        + nginx_line(m_url, 206, nbytes=50)
+        + nginx_line("/m/gentoo/distfiles/cd/bar-2.0.tar.xz", 404) * 4
+        + nginx_line("/simple/numpy/", 200, nbytes=900)
+        + nginx_line("/simple/nothere/", 404)
+    )
+    r = run_withcache("watch", "--once", "--data", str(data), "--log", str(log))
+    assert r.returncode == 0, r.stderr
+    r = run_withcache("metrics", "--print", "--data", str(data))
+    assert r.returncode == 0, r.stderr
+    s = parse(r.stdout)
+    expected = {
+        ("withcache_hits_total", "b"): 2,
+        ("withcache_hits_total", "m"): 4,
+        ("withcache_hits_total", "simple"): 1,
+        ("withcache_misses_total", "b"): 1,
+        ("withcache_misses_total", "m"): 4,
+        ("withcache_misses_total", "simple"): 1,
+        ("withcache_served_bytes_total", "b"): 200,
+        ("withcache_served_bytes_total", "m"): 21050,
+        ("withcache_served_bytes_total", "simple"): 900,
+    }
+    assert {k: value(s, k[0], area=k[1]) for k in expected} == expected

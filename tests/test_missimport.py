@@ -98,6 +98,7 @@ def test_a_replicas_misses_are_merged_once_and_then_only_their_growth(tmp_path: 
         log_line(miss_uri(WANTED), addr="10.0.0.2", method="GET", at=T0 + 60),
         log_line(miss_uri(OTHER), addr="10.0.0.1"),
         log_line("/simple/Torch_Vision/", addr="10.0.0.3", method="GET"),
+        log_line("/m/gentoo/distfiles/ab/foo-1.0.tar.gz", addr="10.0.0.5"),
     )
     watch(center, log_line(miss_uri(WANTED), addr="192.168.1.9", at=T0 - 60))
     first = export(replica, tmp_path / "replica-1.json")
@@ -106,11 +107,12 @@ def test_a_replicas_misses_are_merged_once_and_then_only_their_growth(tmp_path: 
 
     r = run_withcache("misses", "import", str(first), "--data", str(center))
     assert r.returncode == 0, r.stderr
-    assert "3 misses from" in r.stderr and "2 new here, 4 requests added" in r.stderr
+    assert "4 misses from" in r.stderr and "3 new here, 5 requests added" in r.stderr
     merged = open_misses(center)
     assert merged[WANTED] == (3, 3)  # 1 here + 2 there; 1 client here + 2 there
     assert merged[OTHER] == (1, 1)
     assert merged["torch-vision"] == (1, 1)
+    assert merged["/m/gentoo/distfiles/ab/foo-1.0.tar.gz"] == (1, 1)
 
     # the same file again, and again from stdin: nothing changes
     before = table_dump(center)
@@ -196,6 +198,10 @@ BAD = [
     (json.dumps([good_row(last_seen="2026-11-02T10:00:00")]), "row 1: 'last_seen' must be"),
     (json.dumps([good_row(last_seen="2099-01-01T00:00:00Z")]), "row 1: first_seen/last_seen"),
     (json.dumps([good_row(kind="file")]), "row 1: 'kind' must be"),
+    (
+        json.dumps([good_row(kind="mirror", url="/m/g/x", key="mirror:g/../x")]),
+        "row 1: not a mirror path miss",
+    ),
     (json.dumps([good_row(kind="project", url="../x", key="python:../x")]), "not a Python"),
     (json.dumps([good_row(), good_row(count=None)]), "row 2: 'count' must be"),
 ]

@@ -313,6 +313,32 @@ def test_mirror_links_stay_links_and_private_index_rules_travel_first(tmp_path: 
     assert copied.read_text() == "ci:$2b$05$otherhash\n"
 
 
+def test_where_the_group_cannot_be_kept_read_lists_become_readable(tmp_path: Path) -> None:
+    """A receiving user outside nginx's group cannot keep it (rsync exits 23): the read
+    lists are then made readable by everyone, as `withcache users` does at a center."""
+    tmp_path.chmod(0o755)
+    center = Layout(tmp_path / "center").ensure()
+    (center.state / "auth").mkdir()
+    (center.state / "auth" / "team.read").write_text("ci:$2b$05$hash\n")
+    (center.state / "auth" / "team.read").chmod(0o640)
+    wrapper = tmp_path / "rsync-without-groups"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do [ "$a" = -g ] && { echo "chgrp: Operation not permitted" >&2; '
+        "exit 23; }; done\n"
+        f'exec {shutil.which("rsync")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    replica = tmp_path / "replica"
+    r = run_withcache(
+        "replicate", "--data", str(center.root), str(replica), env={"WITHCACHE_RSYNC": str(wrapper)}
+    )
+    assert r.returncode == 0, r.stderr
+    copied = replica / "state" / "auth" / "team.read"
+    assert copied.read_text() == "ci:$2b$05$hash\n"
+    assert copied.stat().st_mode & 0o777 == 0o644
+
+
 def replicate_to_dir(data: Path, replica: Path) -> str:
     r = run_withcache("replicate", "--data", str(data), str(replica))
     assert r.returncode == 0, r.stderr
@@ -336,7 +362,7 @@ def test_itemized_output_is_read_by_kind_and_depth() -> None:
         ]
     )
     c = replicate.parse_itemized(out)
-    assert (c.immutable, c.pages, c.deletions) == (3, {1: 1, 3: 2}, 1)
+    assert (c.state, c.immutable, c.pages, c.deletions) == (1, 2, {1: 1, 3: 2}, 1)
     assert replicate.parse_itemized("").empty
 
 

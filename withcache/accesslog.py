@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from withcache import keys
+from withcache.mirrors.paths import MirrorRef, from_request
 
 PROJECT_PREFIX = "python:"  # misses.key of a missing Python project: python:<pep503 name>
 MAX_URI = 64 * 1024  # nginx answers 414 long before this; a longer "uri" was not nginx's
@@ -63,6 +64,32 @@ class PageHit(NamedTuple):
     bytes: int
 
 
+class MirrorHit(NamedTuple):
+    """A GET under /m/ answered 200/206 from the tree (not streamed from a source)."""
+
+    ref: MirrorRef
+    bytes: int
+    time: float
+
+
+class MirrorMiss(NamedTuple):
+    """A GET or HEAD under /m/ the tree could not answer: a 404, or a fall-through
+    (streamed from a source, which the log line's `upstream` field shows)."""
+
+    ref: MirrorRef
+    time: float
+    addr: str
+    ua: str
+
+    @property
+    def key(self) -> str:
+        return self.ref.miss_key
+
+    @property
+    def url(self) -> str:
+        return self.ref.uri
+
+
 class Invalid(NamedTuple):
     """A request under /b/ or /simple/ that names no origin URL or project."""
 
@@ -79,7 +106,7 @@ class Garbage(NamedTuple):
     reason: str
 
 
-Parsed = Hit | Miss | ProjectMiss | PageHit | Invalid | Ignored | Garbage
+Parsed = Hit | Miss | ProjectMiss | PageHit | MirrorHit | MirrorMiss | Invalid | Ignored | Garbage
 
 IGNORED = Ignored()
 _NOT_JSON = Garbage("not JSON")
@@ -88,6 +115,7 @@ _NO_FIELDS = Garbage("no uri/status/method")
 _BAD_TIME = Garbage("bad time")
 _BAD_TOKEN = Invalid("token is not an http(s) URL")
 _BAD_PROJECT = Invalid("not a project name")
+_BAD_MIRROR_PATH = Invalid("not a mirror name and path")
 _LONG_URI = Invalid("uri too long")
 _scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
@@ -136,7 +164,16 @@ def _parse_json(line: str) -> Parsed:
     method = d.get("method")
     if type(uri) is not str or type(status) is not int or type(method) is not str:
         return _NO_FIELDS
-    return _classify(uri, status, method, d.get("time"), d.get("bytes"), d.get("addr"), d.get("ua"))
+    return _classify(
+        uri,
+        status,
+        method,
+        d.get("time"),
+        d.get("bytes"),
+        d.get("addr"),
+        d.get("ua"),
+        d.get("upstream"),
+    )
 
 
 def _unescape(s: str) -> str:
@@ -144,8 +181,17 @@ def _unescape(s: str) -> str:
 
 
 def _classify(
-    uri: str, status: int, method: str, stamp: object, nbytes: object, addr: object, ua: object
+    uri: str,
+    status: int,
+    method: str,
+    stamp: object,
+    nbytes: object,
+    addr: object,
+    ua: object,
+    upstream: object = None,
 ) -> Parsed:
+    if uri.startswith("/m/"):
+        return _mirror(uri, status, method, stamp, nbytes, addr, ua, upstream)
     if uri.startswith("/b/"):
         miss = status == 404 and (method == "GET" or method == "HEAD")
         if not miss and not ((status == 200 or status == 206) and method == "GET"):
@@ -171,6 +217,41 @@ def _classify(
     if (status == 200 or status == 206) and method == "GET" and uri.startswith("/simple/"):
         return PageHit(nbytes if type(nbytes) is int and nbytes > 0 else 0)
     return IGNORED
+
+
+def _mirror(
+    uri: str,
+    status: int,
+    method: str,
+    stamp: object,
+    nbytes: object,
+    addr: object,
+    ua: object,
+    upstream: object,
+) -> Parsed:
+    """A line under /m/: a miss when nginx answered 404 or streamed it from a source
+    (the fall-through log format names the sources it tried), a hit for a GET it served
+    from the tree."""
+    if method != "GET" and method != "HEAD":
+        return IGNORED
+    fell_through = type(upstream) is str and upstream != ""
+    missed = status == 404 or fell_through
+    if not missed and not ((status == 200 or status == 206) and method == "GET"):
+        return IGNORED
+    ref = _mirror_ref(uri) if len(uri) <= MAX_URI else None
+    if ref is None:
+        return _LONG_URI if len(uri) > MAX_URI else _BAD_MIRROR_PATH
+    when = _when(stamp)
+    if when is None:
+        return _BAD_TIME
+    if missed:
+        return MirrorMiss(ref, when, *_client(addr, ua))
+    return MirrorHit(ref, nbytes if type(nbytes) is int and nbytes > 0 else 0, when)
+
+
+@lru_cache(maxsize=8192)
+def _mirror_ref(uri: str) -> MirrorRef | None:
+    return from_request(uri)
 
 
 def _project_miss(uri: str, stamp: object, addr: object, ua: object) -> Parsed:

@@ -16,11 +16,13 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
 from withcache import atomic, keys, manifest
 from withcache.errors import ManifestError, Problem, UsageError
+from withcache.mirrors.paths import path_problem
 from withcache.misses import yaml_scalar
 from withcache.yamlnodes import SHA256
 
@@ -29,6 +31,15 @@ HEADER = (
     "# URLs added with `withcache add`. Reviewed by pull request like any manifest;\n"
     "# move entries to a better-named file whenever you like.\n"
 )
+
+
+class _Item(Protocol):
+    """Something appended to a manifest list: what it is called in messages, its lines."""
+
+    @property
+    def url(self) -> str: ...
+
+    def lines(self, dash: int) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,7 @@ class _Refused(ManifestError):
 
 
 def _validate(
-    target: Path, text: str, first_line: int, entries: Sequence[NewEntry], others: list[Path]
+    target: Path, text: str, first_line: int, entries: Sequence[_Item], others: list[Path]
 ) -> None:
     """Load the candidate text with the other manifests; map problems to the new URLs."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +121,7 @@ def _validate(
 
 
 def _relocate(
-    problems: list[Problem], tmp: str, target: Path, first: int, entries: Sequence[NewEntry]
+    problems: list[Problem], tmp: str, target: Path, first: int, entries: Sequence[_Item]
 ) -> list[Problem]:
     """Problems on the new lines become 'URL: message'; others keep file:line."""
     starts = []
@@ -194,13 +205,13 @@ def _at_end(text: str, entries: Sequence[NewEntry], nl: str, *, with_key: bool) 
 
 
 def _after_last_item(
-    text: str, seq: yaml.SequenceNode, entries: Sequence[NewEntry], nl: str
+    text: str, seq: yaml.SequenceNode, entries: Sequence[_Item], nl: str
 ) -> tuple[str, int]:
     first = seq.value[0]
     line_start = text.rfind("\n", 0, first.start_mark.index) + 1
     dash = text.rfind("-", line_start, first.start_mark.index)
     if dash < 0:
-        raise UsageError("cannot find the artifacts list's '-' to line up with")
+        raise UsageError("cannot find the list's '-' to line up with")
     end = _deepest_end(seq.value[-1])
     return _insert(text, _line_end(text, end.line, end), entries, dash - line_start, nl)
 
@@ -228,7 +239,7 @@ def _line_end(text: str, line: int, mark: yaml.Mark | None = None) -> int:
     return len(text) if eol < 0 else eol + 1
 
 
-def _insert(text: str, at: int, entries: Sequence[NewEntry], dash: int, nl: str) -> tuple[str, int]:
+def _insert(text: str, at: int, entries: Sequence[_Item], dash: int, nl: str) -> tuple[str, int]:
     if at == len(text) and text and not text.endswith("\n"):
         text += nl
         at = len(text)
@@ -243,6 +254,109 @@ _HEX = re.compile(r"^(?:sha256:)?[0-9a-fA-F]{64}$")
 def normal_sha256(value: str) -> str:
     """Accept `sha256:` prefixes and upper case, as check does."""
     return value.lower().removeprefix("sha256:") if _HEX.match(value) else value
+
+
+# --- mirror files (`withcache add --mirror NAME PATH...`) --------------------------------
+
+
+@dataclass(frozen=True)
+class NewMirrorFile:
+    path: str  # as the operator gave it: a path, or a bare distfile name (layout: gentoo)
+    sha256: str | None = None
+
+    @property
+    def url(self) -> str:  # what messages call it
+        return self.path
+
+    def lines(self, dash: int) -> list[str]:
+        pad = " " * dash
+        if not self.sha256:
+            return [f"{pad}- {self.path}"]
+        return [f"{pad}- path: {self.path}", f"{pad}  sha256: {self.sha256}"]
+
+
+def add_mirror_files(
+    mirror: str, files: Sequence[NewMirrorFile], manifests: Sequence[Path]
+) -> Path:
+    """Append paths to the `files:` of the mirror a manifest under `manifests` (files or
+    directories) defines; return that file. Refused with check's messages, writing
+    nothing, when a path is bad or already listed, or the manifests were broken."""
+    problems = [Problem(f.path, 0, why) for f in files if (why := path_problem(f.path))]
+    problems += [
+        Problem(f.path, 0, f"sha256 must be 64 hex digits, got {f.sha256!r}")
+        for f in files
+        if f.sha256 is not None and not SHA256.match(f.sha256)
+    ]
+    if problems:
+        raise _Refused(problems)
+    all_files = manifest.manifest_files([p for p in manifests if p.exists()])
+    target = next((p for p in all_files if _mirror_node(_compose(p), mirror) is not None), None)
+    if target is None:
+        where = ", ".join(map(str, manifests)) or "the manifests"
+        raise UsageError(
+            f"no manifest in {where} defines mirror {mirror!r}; "
+            f"add a `mirrors: {mirror}:` section with its sources first"
+        )
+    old = target.read_text(encoding="utf-8")
+    new, first_line = append_mirror_files(old, mirror, files)
+    others = [p for p in all_files if not _same_file(p, target)]
+    _validate(target, new, first_line, files, others)
+    _write(target, new)
+    return target
+
+
+def _compose(path: Path) -> yaml.Node | None:
+    try:
+        return yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def _child(node: yaml.Node | None, name: str) -> tuple[yaml.Node, yaml.Node] | None:
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next(
+        ((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == name),
+        None,
+    )
+
+
+def _mirror_node(root: yaml.Node | None, mirror: str) -> yaml.MappingNode | None:
+    section = _child(root, "mirrors")
+    found = _child(section[1], mirror) if section else None
+    return found[1] if found and isinstance(found[1], yaml.MappingNode) else None
+
+
+def append_mirror_files(text: str, mirror: str, files: Sequence[NewMirrorFile]) -> tuple[str, int]:
+    """`text` with the paths appended to the mirror's files list; and the 1-based line
+    of the first new one. Raises UsageError when the layout cannot be extended as text."""
+    nl = "\r\n" if "\r\n" in text else "\n"
+    try:
+        node = _mirror_node(yaml.compose(text, Loader=yaml.SafeLoader), mirror)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"cannot parse the manifest to add to: {exc}") from None
+    if node is None or node.flow_style or not node.value:
+        raise UsageError(f"mirror {mirror!r} is not a block mapping; make it one, then add")
+    pair = _child(node, "files")
+    if pair is None:  # no files: yet: add the key after the mirror's last line
+        indent = node.value[0][0].start_mark.column
+        end = _deepest_end(node)
+        at = _line_end(text, end.line, end)
+        head = f"{' ' * indent}files:{nl}"
+        text = text[:at] + head + text[at:]
+        return _insert(text, at + len(head), files, indent + 2, nl)
+    key, value = pair
+    if isinstance(value, yaml.SequenceNode) and value.value and not value.flow_style:
+        return _after_last_item(text, value, files, nl)
+    empty_flow = isinstance(value, yaml.SequenceNode) and not value.value
+    if empty_flow or (isinstance(value, yaml.ScalarNode) and value.tag.endswith(":null")):
+        start, end_ = value.start_mark.index, value.end_mark.index
+        if end_ > start and value.start_mark.line == key.start_mark.line:
+            text = text[:start].rstrip(" ") + text[end_:]
+        return _insert(
+            text, _line_end(text, key.start_mark.line), files, key.start_mark.column + 2, nl
+        )
+    raise UsageError(f"mirror {mirror!r}: 'files' is not a block list (one '- path' per line)")
 
 
 # --- python.requirements: `withcache add --python NAME` ----------------------------------

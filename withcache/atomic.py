@@ -18,9 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+def write(
+    path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True, group: int | None = None
+) -> None:
     """Replace `path` with `data`. `durable=False` skips both fsyncs, for files that are
-    cheap to lose (a resume hint), never for what is served or recorded."""
+    cheap to lose (a resume hint), never for what is served or recorded. `group` is set
+    before the rename, so a reader in that group never sees the file without access."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -28,6 +31,8 @@ def write(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
+        if group is not None:
+            os.chown(tmp, -1, group)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -39,7 +39,7 @@ def allowed(url: str, hosts: frozenset[str]) -> bool:
     return host in hosts or (port is not None and f"{host}:{port}" in hosts)
 
 
-class _AllowedHostsOnly(HTTPAdapter):
+class AllowedHostsOnly(HTTPAdapter):
     """Refuses to send a request (a redirect hop included) to a host not allowed."""
 
     def __init__(self, hosts: frozenset[str]) -> None:
@@ -125,7 +125,7 @@ class AutoFill:
         s: requests.Session | None = getattr(self._local, "session", None)
         if s is None:
             s = fetch.new_session()
-            guard = _AllowedHostsOnly(self.hosts)
+            guard = AllowedHostsOnly(self.hosts)
             s.mount("http://", guard)
             s.mount("https://", guard)
             self._local.session = s

@@ -32,6 +32,7 @@ from withcache import placement, store, tree
 from withcache.errors import WithcacheError
 from withcache.fmt import human
 from withcache.layout import Layout
+from withcache.mirrors import tree as mirror_tree
 from withcache.storeconfig import StoreConfig
 
 if TYPE_CHECKING:
@@ -217,6 +218,7 @@ def evict(
             if row is None or row[0] in KEPT_SOURCES or row[0] != v.source:
                 continue
             source, size, url = row
+            mirror_tree.unlink_key(layout, conn, v.key)  # a link would keep the bytes
             tree.remove(layout, v.key)
             with store.transaction(conn):
                 conn.execute("DELETE FROM artifacts WHERE key = ?", (v.key,))

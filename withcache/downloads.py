@@ -26,6 +26,7 @@ import requests
 from withcache import fetch, placement, store
 from withcache.fmt import human
 from withcache.layout import Layout
+from withcache.mirrors import sources
 from withcache.plan import Fetch, Wanted
 from withcache.progress import Progress
 
@@ -144,7 +145,7 @@ class Downloads:
         )
         self.progress.file_started(w.key, w.name, None)
         try:
-            result = fetch.fetch(
+            result = sources.fetcher_for(w)(
                 self._session(),
                 req,
                 self.partial,
@@ -245,6 +246,7 @@ class Downloads:
                 source=d.job.wanted.source,
                 name=d.job.wanted.name,
                 replacing=d.job.known is not None,
+                mirror=sources.mirror_placement(d.job.wanted, d.result),
             )
             for d in done
         ]
@@ -262,7 +264,8 @@ class Downloads:
             self.outcome.fetched += 1
             self.outcome.bytes += r.size - r.resumed_from
             resumed = f", resumed at {human(r.resumed_from)}" if r.resumed_from else ""
-            self.progress.file_done(w.key, f"fetched {w.url} ({human(r.size)}{resumed})")
+            note = f"fetched {w.url}{sources.via(w, r)} ({human(r.size)}{resumed})"
+            self.progress.file_done(w.key, note)
 
     def _fail(self, conn: sqlite3.Connection | None, w: Wanted, error: str) -> None:
         self.outcome.failed.append((w, error))

@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 from withcache import __version__, atomic, keys, role, store
 from withcache.fmt import human, iso_or_none, json_text, visible, when
+from withcache.indexes import audit
+from withcache.indexes import model as index_model
 from withcache.layout import Layout
+from withcache.mirrors import tree as mirror_tree
 from withcache.misses import listing as open_misses
 
 _CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
@@ -38,6 +41,8 @@ class Row:
     source: str
     hits: int = 0
     last_hit: float | None = None
+    mirror_path: str | None = None  # also served at /m/<name>/<path>
+    served_by: str | None = None  # the mirror source its bytes came from
 
 
 def _shown(value: object) -> object:
@@ -67,28 +72,42 @@ def html_env() -> jinja2.Environment:
 
 
 def gather(
-    conn: sqlite3.Connection, www: Path | None = None
+    conn: sqlite3.Connection,
+    www: Path | None = None,
+    shown_indexes: dict[str, index_model.Index] | None = None,
 ) -> tuple[list[Row], list[dict[str, Any]]]:
     """Artifacts with their hit counts, and open misses, most requested first
-    (a missing Python project counts as found once www/simple/ has its page)."""
+    (a missing Python project counts as found once www/simple/ has its page).
+    Files uploaded to a private index show only when anyone may read that index."""
+    shown_indexes = shown_indexes or {}
     hits = {
         r["key"]: (r["count"], r["last_hit"])
         for r in conn.execute("SELECT key, count, last_hit FROM hits")
     }
+    mirrored = {r.key: r for r in mirror_tree.rows(conn)}
     rows = []
     for a in store.artifacts(conn).values():
         count, last = hits.get(a.key, (0, None))
+        path = keys.cache_path(a.key)
+        if a.source == index_model.SOURCE:
+            ix = shown_indexes.get(audit.index_of_key(a.key) or "")
+            if ix is None:
+                continue
+            path = audit.file_href(ix, a.key, a.name)
+        m = mirrored.get(a.key)
         rows.append(
             Row(
                 a.name,
                 a.url,
-                keys.cache_path(a.key),
+                path,
                 a.size,
                 a.sha256,
                 a.fetched_at,
                 a.source,
                 count,
                 last,
+                m.ref.uri if m else None,
+                m.served_by if m else None,
             )
         )
     rows.sort(key=lambda r: (r.name.lower(), r.url))
@@ -96,6 +115,7 @@ def gather(
         {
             "url": m.url,
             "kind": m.kind,
+            "mirror_add": m.mirror_add,
             "count": m.count,
             "clients": m.clients,
             "first_seen": m.first_seen,
@@ -126,7 +146,8 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
     layout.www.mkdir(parents=True, exist_ok=True)
     conn = store.connect(layout.db)
     try:
-        rows, misses = gather(conn, layout.www)
+        rows, misses = gather(conn, layout.www, audit.public_href(layout))
+        uploads = audit.rows(conn, layout, public=True, limit=200)
     finally:
         conn.close()
     taken = on_demand(layout)
@@ -142,17 +163,30 @@ def render(layout: Layout, *, timestamp: bool = True) -> int:
             version=__version__,
             has_report=(layout.www / "report.html").exists(),
             on_demand=taken,
+            uploads=uploads,
         )
     )
     atomic.write(layout.www / "index.html", html.encode())
-    atomic.write(layout.www / "catalog.json", catalog_json(rows, generated, taken).encode())
+    atomic.write(
+        layout.www / "catalog.json", catalog_json(rows, generated, taken, uploads).encode()
+    )
     return len(rows)
 
 
+def _mirror_fields(r: Row) -> dict[str, str]:
+    """A mirror file's /m/ path and source, listed only for mirror files."""
+    if r.mirror_path is None:
+        return {}
+    return {"mirror_path": r.mirror_path, "served_by": r.served_by or r.url}
+
+
 def catalog_json(
-    rows: list[Row], generated: float | None, on_demand: list[dict[str, Any]] | None = None
+    rows: list[Row],
+    generated: float | None,
+    on_demand: list[dict[str, Any]] | None = None,
+    uploads: list[audit.Row] | None = None,
 ) -> str:
-    artifacts = [
+    artifacts: list[dict[str, object]] = [
         {
             "name": r.name,
             "url": r.url,
@@ -164,6 +198,7 @@ def catalog_json(
             "hits": r.hits,
             "last_hit": iso_or_none(r.last_hit),
         }
+        | _mirror_fields(r)
         for r in rows
     ]
     # One artifact per line: diffable, and json's C encoder (not used with indent=)
@@ -176,4 +211,5 @@ def catalog_json(
         ]
     head = json.dumps(head_doc)[:-1]
     body = ",\n ".join(json_text(a) for a in artifacts)
-    return f'{head}, "artifacts": [\n {body}\n]}}\n'
+    ups = ",\n ".join(json_text(u.as_json()) for u in uploads or ())
+    return f'{head}, "artifacts": [\n {body}\n], "uploads": [\n {ups}\n]}}\n'

@@ -52,7 +52,7 @@ class Listed:
             self.error = str(exc).splitlines()[0]
             return self.keys
         self.error = None
-        self.keys = frozenset(m.by_key())
+        self.keys = frozenset(m.listed_keys())
         self.store = one(m.store)
         self.allow_hosts = m.allow_hosts
         return self.keys

@@ -25,7 +25,8 @@ from withcache.plan import Fetch, Plan, Wanted
 from withcache.store import Artifact
 
 NAME = "withcache.lock"
-LOCKED_SOURCES = frozenset({"python", "ondemand"})  # besides unpinned manifest entries
+# besides unpinned manifest entries; mirror files are locked whatever their pins
+LOCKED_SOURCES = frozenset({"python", "ondemand", "mirror"})
 HEADER = (
     "# withcache.lock: the sha256 of every unpinned artifact and every Python index file,\n"
     "# as first fetched (`withcache lock`). Review changes in pull requests.\n"

@@ -19,12 +19,15 @@ import yaml
 from withcache import keys, storeconfig, urlcheck
 from withcache.errors import ManifestError, Problem
 from withcache.fmt import human
+from withcache.indexes import config as indexes_config
+from withcache.indexes.config import IndexConfig
+from withcache.mirrors import config as mirrors
 from withcache.pyindex.config import PythonConfig
 from withcache.pyindex.config import parse as parse_python
 from withcache.yamlnodes import LOADER, Ctx, boolean, is_null, mapping, sha256, string
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-TOP_KEYS = {"defaults", "artifacts", "auto", "python", "store"}
+TOP_KEYS = {"defaults", "artifacts", "auto", "python", "store", "indexes", "mirrors"}
 DEFAULT_KEYS = {"keep_query", "headers"}
 ENTRY_KEYS = {"url", "sha256", "headers", "header_hosts", "keep_query"}
 AUTO_KEYS = {"allow_hosts"}
@@ -71,11 +74,17 @@ class Manifest:
     entries: tuple[Entry, ...] = ()
     allow_hosts: tuple[str, ...] = ()
     python: tuple[PythonConfig, ...] = ()
+    indexes: tuple[IndexConfig, ...] = ()
     files: tuple[str, ...] = ()
     store: tuple[storeconfig.StoreConfig, ...] = ()  # at most one (a second is a problem)
+    mirrors: tuple[mirrors.Mirror, ...] = ()
 
     def by_key(self) -> dict[str, Entry]:
         return {e.key: e for e in self.entries}
+
+    def listed_keys(self) -> set[str]:
+        """Every key a manifest lists by name: URL entries and mirror files."""
+        return set(self.by_key()) | {f.key for m in self.mirrors for f in m.files}
 
 
 def manifest_files(paths: Iterable[Path]) -> list[Path]:
@@ -162,6 +171,8 @@ def load(paths: Iterable[Path], *, env: Mapping[str, str] | None = None) -> Mani
     merged = _merge(parts, files)
     problems.extend(_cross_file_problems(list(merged.entries)))
     problems.extend(storeconfig.second_sections(merged.store))
+    problems.extend(indexes_config.duplicates(merged.indexes))
+    problems.extend(mirrors.cross_file_problems(merged.mirrors, _declared(merged.entries)))
     if env is not None:
         problems.extend(_unset_env_problems(merged.entries, env))
     if problems:
@@ -174,8 +185,10 @@ def _merge(parts: list[Manifest], files: list[Path]) -> Manifest:
         entries=tuple(e for m in parts for e in m.entries),
         allow_hosts=tuple(dict.fromkeys(h for m in parts for h in m.allow_hosts)),
         python=tuple(c for m in parts for c in m.python),
+        indexes=tuple(ix for m in parts for ix in m.indexes),
         files=tuple(map(str, files)),
         store=tuple(c for m in parts for c in m.store),
+        mirrors=tuple(x for m in parts for x in m.mirrors),
     )
 
 
@@ -200,6 +213,8 @@ def _parse_file(text: str, ctx: Ctx) -> Manifest | None:
         allow_hosts=tuple(_auto(top.get("auto"), ctx)),
         python=tuple(parse_python(top["python"], ctx) if "python" in top else ()),
         store=tuple(storeconfig.parse(top["store"], ctx) if "store" in top else ()),
+        indexes=tuple(indexes_config.parse(top["indexes"], ctx) if "indexes" in top else ()),
+        mirrors=tuple(mirrors.parse(top["mirrors"], ctx) if "mirrors" in top else ()),
     )
 
 
@@ -371,6 +386,11 @@ def _cross_file_problems(entries: list[Entry]) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _declared(entries: Iterable[Entry]) -> dict[str, tuple[str, str, int]]:
+    """key -> (url, file, line) of the URL entries, for the mirrors' duplicate check."""
+    return {e.key: (e.url, e.file, e.line) for e in entries}
 
 
 def _unset_env_problems(entries: Iterable[Entry], env: Mapping[str, str]) -> list[Problem]:

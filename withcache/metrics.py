@@ -84,13 +84,30 @@ def collect(
         fams.append(Family("withcache_" + name, kind, text))
         return fams[-1]
 
-    def by_area(name: str, text: str, b: str, simple: str) -> None:
+    def by_area(name: str, text: str, both: str, m: str, simple: str) -> None:
+        """/b/ and /m/ are counted together (`both`) with /m/'s share apart (`m`)."""
         f = metric(name, "counter", text)
-        f.add(counts.get(b, 0), area="b").add(counts.get(simple, 0), area="simple")
+        mirrored = counts.get(m, 0)
+        f.add(counts.get(both, 0) - mirrored, area="b").add(mirrored, area="m")
+        f.add(counts.get(simple, 0), area="simple")
 
-    by_area("hits_total", "Requests answered from the tree (GET 200/206).", "hits", "page_hits")
-    by_area("misses_total", "Requests the tree could not answer (404).", "misses", "project_misses")
-    by_area("served_bytes_total", "Body bytes sent for hits.", "hit_bytes", "page_bytes")
+    by_area(
+        "hits_total",
+        "Requests answered from the tree (GET 200/206).",
+        "hits",
+        "m_hits",
+        "page_hits",
+    )
+    by_area(
+        "misses_total",
+        "Requests the tree could not answer (404).",
+        "misses",
+        "m_misses",
+        "project_misses",
+    )
+    by_area(
+        "served_bytes_total", "Body bytes sent for hits.", "hit_bytes", "m_hit_bytes", "page_bytes"
+    )
     for name, key, text in (
         ("log_lines_total", "lines", "Access-log lines the watcher read."),
         ("invalid_requests_total", "invalid", "Requests naming no URL or project."),

@@ -18,6 +18,8 @@ from typing import Any
 from withcache import keys, manifest
 from withcache.accesslog import PROJECT_PREFIX, pep503
 from withcache.fmt import iso, parse_duration
+from withcache.mirrors import traffic as mirror_traffic
+from withcache.mirrors.paths import MISS_PREFIX, from_miss_key
 
 OPEN, CACHED, DISMISSED = "open", "cached", "dismissed"
 _PLAIN_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?&=%+@!$()*,;-]+$")
@@ -30,7 +32,7 @@ class MissRow:
 
     key: str
     url: str  # the URL as requested, or the project name
-    kind: str  # "url" | "project"
+    kind: str  # "url" | "project" | "mirror" (url is then /m/<name>/<path>)
     count: int
     first_seen: float
     last_seen: float
@@ -43,6 +45,11 @@ class MissRow:
     def requirement(self) -> str | None:
         """For a missing project: the line to paste under python.requirements."""
         return self.url if self.kind == "project" else None
+
+    @property
+    def mirror_add(self) -> str | None:
+        """For a mirror path miss: the command that adds it to its mirror's files."""
+        return mirror_traffic.add_command(self.url) if self.kind == mirror_traffic.KIND else None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -83,7 +90,11 @@ def listing(
     out = []
     for r in conn.execute(sql, params):
         kind = r[2]
-        cached = bool(r[9]) or (kind == "project" and _has_project_page(www, r[1]))
+        cached = (
+            bool(r[9])
+            or (kind == "project" and _has_project_page(www, r[1]))
+            or (kind == mirror_traffic.KIND and mirror_traffic.is_held(www, r[1]))
+        )
         status = DISMISSED if r[8] else CACHED if cached else OPEN
         if status != OPEN and not everything:
             continue
@@ -101,7 +112,11 @@ def _has_project_page(www: Path | None, project: str) -> bool:
 
 
 def target_key(text: str) -> str:
-    """The misses.key an operator means: an origin URL, or a Python project name."""
+    """The misses.key an operator means: an origin URL, a Python project name, or a
+    mirror path (mirror:<name>/<path> or /m/<name>/<path>)."""
+    mirror_key = mirror_traffic.target_key(text)
+    if mirror_key is not None:
+        return mirror_key
     if text.startswith(PROJECT_PREFIX):
         text = text[len(PROJECT_PREFIX) :]
         if not _PROJECT.match(text):
@@ -134,6 +149,9 @@ def dismiss(conn: sqlite3.Connection, targets: Iterable[str]) -> list[tuple[str,
             else:
                 kind = "project" if key.startswith(PROJECT_PREFIX) else "url"
                 url = key[len(PROJECT_PREFIX) :] if kind == "project" else key
+                ref = from_miss_key(key) if key.startswith(MISS_PREFIX) else None
+                if ref is not None:
+                    kind, url = mirror_traffic.KIND, ref.uri
                 conn.execute(
                     "INSERT INTO misses (key, url, kind, count, first_seen, last_seen, "
                     "dismissed) VALUES (?, ?, ?, 0, 0, 0, 1)",
@@ -168,6 +186,11 @@ def snippet(rows: list[MissRow]) -> str:
                 out.append(f"  # not addable: {json.dumps(r.url)}: {problem}")
             else:
                 out.append(f"  - {yaml_scalar(r.url)}  # {note}")
+    out += mirror_traffic.snippet(
+        (r.url, f"{r.count} requests, last {iso(r.last_seen)}")
+        for r in rows
+        if r.kind == mirror_traffic.KIND
+    )
     if projects:
         names = ", ".join(r.url for r in projects)
         out.append("python:  # merge into your python: section")

@@ -26,6 +26,7 @@ from typing import Any
 from withcache import keys, store
 from withcache.accesslog import MAX_UA, PROJECT_PREFIX, pep503
 from withcache.errors import UsageError
+from withcache.mirrors import paths as mirror_paths
 
 MAX_FILE = 256 << 20
 MAX_COUNT = 1 << 53  # exact in JSON readers and in SQLite's REAL min/max
@@ -124,8 +125,12 @@ def _row(item: object, source: str | None, limit: float) -> Row | None:
     elif kind == "project":
         if not _PROJECT.match(url) or key != PROJECT_PREFIX + pep503(url):
             raise ValueError(f"not a Python project miss: {url!r} / {key!r}")
+    elif kind == "mirror":
+        ref = mirror_paths.from_miss_key(key)
+        if ref is None or ref.uri != url:
+            raise ValueError(f"not a mirror path miss: {url[:200]!r} / {key[:200]!r}")
     else:
-        raise ValueError(f"'kind' must be 'url' or 'project', got {kind!r}")
+        raise ValueError(f"'kind' must be 'url', 'project' or 'mirror', got {kind!r}")
     first, last = _time(item, "first_seen"), _time(item, "last_seen")
     if count == 0:
         return None  # dismissed in advance there: nothing was requested

@@ -18,15 +18,40 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from withcache import keys
+from withcache.errors import NginxError
+from withcache.indexes.model import PRIVATE_TOKEN_PREFIX, Index
+from withcache.layout import Layout
 
 if TYPE_CHECKING:
     import jinja2
-from withcache.errors import NginxError
-from withcache.layout import Layout
+
+    from withcache.mirrors.config import Mirror
 
 # A PEP 503 normalised project name, as nginx matches it under /simple/.
 PROJECT_RE = "[a-z0-9]+(?:-[a-z0-9]+)*"
 INSTALL_HINT = "nginx is not installed; install it with: apt-get install nginx"
+DEFAULT_MAX_UPLOAD = 2 << 30
+
+
+def index_context(layout: Layout, indexes: Sequence[Index], max_upload: int) -> dict[str, object]:
+    """What nginx/indexes*.conf.j2 need: the indexes, the auth files, the upload socket."""
+    return {
+        "indexes": [
+            {
+                "name": ix.name,
+                "open": ix.open,
+                "write": bool(ix.write),
+                "base": ix.base,
+                "where": ix.where,
+                "token_prefix": ix.token_prefix,
+            }
+            for ix in indexes
+        ],
+        "private_token_prefix": PRIVATE_TOKEN_PREFIX,
+        "auth_dir": layout.state / "auth",
+        "upload_socket": layout.run / "upload.sock",
+        "max_upload": max_upload,
+    }
 
 
 def templates_dir() -> Path:
@@ -50,6 +75,9 @@ class Settings:
     workers: str = "auto"
     server_name: str = "_"
     aio_threads: bool = False
+    indexes: tuple[Index, ...] = ()  # the private indexes (state/indexes.json)
+    max_upload: int = DEFAULT_MAX_UPLOAD  # bytes; nginx answers 413 above it
+    mirrors: Sequence[Mirror] = ()  # the manifests' mirrors: fall-through ones get locations
 
     def context(self) -> dict[str, object]:
         root = self.layout.root.resolve()
@@ -67,7 +95,15 @@ class Settings:
             "aio_threads": self.aio_threads and has_threads(),
             "token_re": keys.TOKEN_PATH_RE,
             "project_re": PROJECT_RE,
+            **index_context(lay, self.indexes, self.max_upload),
+            **_mirror_context(self.mirrors),
         }
+
+
+def _mirror_context(mirrors: Sequence[Mirror]) -> dict[str, object]:
+    from withcache.mirrors import proxy  # ssl and the manifest code: only when rendering
+
+    return proxy.context(mirrors)
 
 
 def listen_directive(addr: str) -> str:

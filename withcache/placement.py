@@ -26,8 +26,11 @@ from typing import BinaryIO
 
 from withcache import atomic, keys, lock, store, tree
 from withcache.layout import Layout
+from withcache.mirrors import tree as mirror_tree
+from withcache.mirrors.paths import MirrorRef
 
 CHUNK = 1 << 20
+FLUSH_EVERY = 32 << 20
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class Item:
     source: str
     name: str | None = None
     replacing: bool = False  # a record (and perhaps a blob) exists for this key
+    mirror: mirror_tree.Placement | None = None  # also served at /m/<name>/<path>
 
     def record(self, now: float) -> store.Artifact:
         return store.Artifact(
@@ -116,13 +120,52 @@ def install_many(
     with held(layout):
         for i in items:
             if i.replacing:
+                mirror_tree.unlink_key(layout, conn, i.key)
                 tree.remove(layout, i.key)
         store.put_artifacts(conn, records)
+        mirror_tree.record(conn, [(i.key, i.mirror) for i in items if i.mirror])
         for i in items:
             tree.place(layout, i.file.path, i.key, i.file.mtime, durable=not grouped)
+            if i.mirror:
+                mirror_tree.link(layout, i.key, i.mirror.ref, durable=not grouped)
         if grouped:
             atomic.sync_filesystem(layout.partial)
     return records
+
+
+def link_mirror(
+    layout: Layout, conn: sqlite3.Connection, key: str, m: mirror_tree.Placement
+) -> bool:
+    """Serve an artifact already in the tree at /m/<name>/<path> too (a hard link to its
+    blob); False when the blob is not there."""
+    with held(layout):
+        if tree.stat_blob(layout, key) is None:
+            return False
+        mirror_tree.record(conn, [(key, m)])
+        mirror_tree.link(layout, key, m.ref)
+    return True
+
+
+def unlink_mirror(layout: Layout, conn: sqlite3.Connection, refs: Sequence[MirrorRef]) -> None:
+    """Stop serving these mirror paths (their artifacts stay)."""
+    with held(layout):
+        mirror_tree.unlink(layout, refs)
+        for ref in refs:
+            mirror_tree.forget_ref(conn, ref)
+
+
+def remove(layout: Layout, conn: sqlite3.Connection, key: str) -> None:
+    """Take an artifact out of the tree: its mirror links, its blob, then its record.
+
+    Links go first: a hard link would keep serving the bytes after the blob is gone.
+    A crash between the steps leaves a record without its blob (sync fetches it again
+    or prunes it again), never a served file without its record.
+    """
+    with held(layout):
+        mirror_tree.unlink_key(layout, conn, key)
+        tree.remove(layout, key)
+        store.delete_artifact(conn, key)
+        mirror_tree.forget(conn, key)
 
 
 def copy_in(
@@ -144,16 +187,27 @@ def copy_in(
     h = hashlib.sha256()
     size = 0
     try:
-        with part.open("wb") as dst, ThreadPoolExecutor(1, "sha256") as hasher:
-            hashing: Future[None] | None = None
+        # Durable copies start an fdatasync in the background every FLUSH_EVERY bytes, so
+        # the disk writes while the stream arrives (an upload) and the final fsync is short.
+        with part.open("wb") as dst, ThreadPoolExecutor(2, "copy-in") as helpers:
+            pending: Future[None] | None = None
+            flushing: Future[None] | None = None
+            unflushed = 0
             while chunk := src.read(CHUNK):
-                if hashing is not None:
-                    hashing.result()
-                hashing = hasher.submit(h.update, chunk)
+                if pending is not None:
+                    pending.result()
+                pending = helpers.submit(h.update, chunk)
                 dst.write(chunk)
                 size += len(chunk)
-            if hashing is not None:
-                hashing.result()
+                unflushed += len(chunk)
+                if durable and unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
+                    dst.flush()
+                    flushing = helpers.submit(os.fdatasync, dst.fileno())
+                    unflushed = 0
+            if pending is not None:
+                pending.result()
+            if flushing is not None:
+                flushing.result()
             dst.flush()
             if durable:
                 os.fsync(dst.fileno())

@@ -6,12 +6,13 @@ with the recorded size, and its pin (if any) equals the recorded sha256.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from withcache.mirrors.paths import MirrorRef
 from withcache.store import Artifact
 
-PRUNABLE_SOURCES = frozenset({"manifest", "python"})
+PRUNABLE_SOURCES = frozenset({"manifest", "python", "mirror"})
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class Wanted:
     headers: tuple[tuple[str, str], ...] = ()
     source: str = "manifest"
     header_hosts: frozenset[str] = frozenset()  # hosts besides the origin that get headers
+    fallbacks: tuple[str, ...] = ()  # more URLs of the same bytes, tried in order after url
+    digests: tuple[tuple[str, str], ...] = ()  # pins besides sha256: blake2b, sha512, size
+    mirror: MirrorRef | None = None  # also served at /m/<name>/<path>
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,10 @@ def plan(
     *,
     refresh: bool = False,
     prune: bool = False,
+    repin: Collection[str] = frozenset(),
 ) -> Plan:
-    """Compare what is wanted with what is recorded and on disk."""
+    """Compare what is wanted with what is recorded and on disk. `repin`: keys whose
+    held bytes never passed their current pins besides sha256 (fetched again)."""
     out = Plan()
     wanted_keys: set[str] = set()
     for w in wanted:
@@ -66,7 +72,7 @@ def plan(
             out.fetch.append(Fetch(w, "new"))
         elif size != rec.size:
             out.fetch.append(Fetch(w, "missing", rec))
-        elif w.sha256 and w.sha256 != rec.sha256:
+        elif (w.sha256 and w.sha256 != rec.sha256) or w.key in repin:
             out.fetch.append(Fetch(w, "repin", rec))
         elif refresh and not w.sha256:
             out.fetch.append(Fetch(w, "refresh", rec))

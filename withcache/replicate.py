@@ -11,8 +11,8 @@ killed at any moment, and an unchanged tree must cost one quick rsync pass. So:
 3. From the snapshot, in this order, each file written by rsync to a temporary name
    and renamed (atomic per file):
    - state/replica.json (which marks the destination as a replica) and what says how
-     to serve the tree (the private indexes and who may read them), then the immutable
-     files: everything under b/ and m/;
+     to serve the tree (the private indexes and who may read them, groups kept);
+   - the immutable files: everything under b/ and m/;
    - the pages (everything else), deepest first, so a project page arrives before
      the index that lists it;
    - deletions last, when nothing that remains links what goes.
@@ -61,6 +61,13 @@ _TOTAL = re.compile(r"^Total transferred file size: ([\d,.]+)", re.MULTILINE)
 class ReplicateError(WithcacheError):
     """rsync failed for one or more destinations (each named with rsync's message)."""
 
+    def __init__(self, message: str, rsync_code: int | None = None) -> None:
+        super().__init__(message)
+        self.rsync_code = rsync_code
+
+
+PARTIAL_TRANSFER = 23  # rsync: some files or attributes were not transferred
+
 
 class RsyncMissing(WithcacheError):
     exit_code = 2
@@ -103,13 +110,14 @@ def destination(spec: str, source: Layout) -> Destination:
 class Changes:
     """What a dry run found: files to copy by kind, and files to delete."""
 
+    state: int = 0  # the marker and the serving state
     immutable: int = 0
     pages: dict[int, int] = field(default_factory=dict)  # depth under www/ -> files
     deletions: int = 0
 
     @property
     def files(self) -> int:
-        return self.immutable + sum(self.pages.values())
+        return self.state + self.immutable + sum(self.pages.values())
 
     @property
     def empty(self) -> bool:
@@ -120,7 +128,7 @@ def parse_itemized(out: str) -> Changes:
     """Read `rsync --dry-run --itemize-changes` output. Only each line's kind, top
     directory and depth matter, never the exact name, so rsync's escaping of odd
     names cannot mislead it (a name holds no slash)."""
-    immutable = deletions = 0
+    state = immutable = deletions = 0
     pages: dict[int, int] = {}
     for line in out.splitlines():
         if line.startswith("*deleting "):
@@ -129,12 +137,14 @@ def parse_itemized(out: str) -> Changes:
         if len(line) < 13 or line[11] != " " or line[1] != "f":
             continue  # directories, and rsync's notes
         name = line[12:]
-        if name.startswith(("state/", "www/b/", "www/m/")):
+        if name.startswith("state/"):
+            state += 1
+        elif name.startswith(("www/b/", "www/m/")):
             immutable += 1
         elif name.startswith("www/"):
             depth = name.count("/")
             pages[depth] = pages.get(depth, 0) + 1
-    return Changes(immutable, pages, deletions)
+    return Changes(state, immutable, pages, deletions)
 
 
 # Filter rules, first match wins. Every pass is scoped to www/, the marker and the
@@ -152,9 +162,9 @@ _MARKER = [*_SERVING, f"--filter=+ /state/{role.MARKER}"]
 _HOST = [f"--filter=- /www/{name}" for name in HOST_FILES]
 _LIVE = [*_HOST, "--filter=- .*.tmp", "--filter=+ /www/***", *_SERVING, "--filter=- *"]
 _SNAPSHOT = [*_HOST, "--filter=+ /www/***", *_MARKER, "--filter=- *"]
+_STATE = [*_MARKER, "--filter=- *"]
 _IMMUTABLE = [
     f"--filter=- {PARTIAL_DIR}/",
-    *_MARKER,
     "--filter=+ /www/",
     *(f"--filter=+ /www/{top}/***" for top in IMMUTABLE),
     "--filter=- *",
@@ -205,7 +215,7 @@ class Rsync:
     """Runs rsync with the options every pass shares (plus the operator's own)."""
 
     extra: Sequence[str] = ()
-    binary: str = "rsync"
+    binary: str = field(default_factory=lambda: os.environ.get("WITHCACHE_RSYNC") or "rsync")
 
     def __post_init__(self) -> None:
         found = shutil.which(self.binary)
@@ -219,7 +229,8 @@ class Rsync:
         if proc.returncode != 0:
             detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
             raise ReplicateError(
-                f"rsync exited {proc.returncode}: " + " / ".join(detail or ["no message"])
+                f"rsync exited {proc.returncode}: " + " / ".join(detail or ["no message"]),
+                proc.returncode,
             )
         return proc.stdout
 
@@ -275,6 +286,8 @@ def push(rsync: Rsync, snap: Path, dest: Destination, say: Say) -> tuple[Changes
     bytes of file data sent."""
     changes = rsync.dry_run(snap, dest, _SNAPSHOT)
     sent = 0
+    if changes.state:
+        push_state(rsync, snap, dest)
     if changes.immutable:
         say(f"{dest.spec}: {changes.immutable} immutable files")
         out = rsync(snap, dest, [*_IMMUTABLE, f"--partial-dir={PARTIAL_DIR}", "--stats"])
@@ -287,6 +300,19 @@ def push(rsync: Rsync, snap: Path, dest: Destination, say: Say) -> tuple[Changes
     if changes.deletions:
         rsync(snap, dest, [*_DELETE, "--delete", "--existing", "--ignore-existing"])
     return changes, sent
+
+
+def push_state(rsync: Rsync, snap: Path, dest: Destination) -> None:
+    """The marker and the serving state, groups kept by name: the private indexes' read
+    lists are readable by nginx's group only (0640), as at the center. Where the
+    receiving user may not set that group, they are made readable by everyone instead,
+    as `withcache users` does at a center in the same position."""
+    try:
+        rsync(snap, dest, [*_STATE, "-g"])
+    except ReplicateError as exc:
+        if exc.rsync_code != PARTIAL_TRANSFER:
+            raise
+        rsync(snap, dest, [*_STATE, "--chmod=Do+rx,Fo+r"])
 
 
 def _total(stats: str) -> int:
@@ -333,12 +359,23 @@ def take_snapshot(layout: Layout, staging: Path, *, wait: bool) -> Path:
             src = layout.state / name
             if name.endswith("/"):
                 _link_tree(src, root / "state" / name)
+                _same_mode_and_group(src, root / "state" / name)
             elif src.is_file():
                 (root / "state").mkdir(exist_ok=True)
                 _link(str(src), root / "state" / name)
     (root / "state").mkdir(exist_ok=True)
     (root / "state" / role.MARKER).write_text(role.marker_text(layout))
     return root
+
+
+def _same_mode_and_group(src: Path, dst: Path) -> None:
+    """A snapshot directory as guarded as its original (auth/ is 0750, nginx's group)."""
+    try:
+        st = src.stat()
+        dst.chmod(st.st_mode & 0o7777)
+        os.chown(dst, -1, st.st_gid)
+    except (FileNotFoundError, PermissionError):
+        pass
 
 
 def _link_pages(www: Path, dst: Path) -> None:

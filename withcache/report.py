@@ -26,7 +26,9 @@ from withcache import __version__, atomic, fmt, index, store
 from withcache.budget import recent_evictions
 from withcache.fmt import human, iso, json_text, visible
 from withcache.index import html_env
+from withcache.indexes import audit
 from withcache.layout import Layout
+from withcache.mirrors import traffic as mirror_traffic
 from withcache.misses import MissRow, listing
 from withcache.pyindex import attempts
 
@@ -103,6 +105,7 @@ class Report:
     disk_used: int = 0
     disk_free: int | None = None
     watcher_at: float | None = None
+    uploads: list[audit.Row] = field(default_factory=list)  # private indexes, since `since`
     # what this report saw, written back by mark() once the report is out
     seen_counters: dict[str, int] = field(default_factory=dict, repr=False)
     seen_hits: list[tuple[str, int, int]] = field(default_factory=list, repr=False)
@@ -117,6 +120,7 @@ class Report:
             or any(t.new for t in self.on_demand)
             or self.on_demand_failed
             or self.evicted_total
+            or self.uploads
         )
 
     @property
@@ -180,6 +184,7 @@ def build(
     rep.top = [Top(*r) for r in rows]
     rep.disk_free = _free(layout)
     rep.watcher_at = conn.execute("SELECT max(updated) FROM log_offsets").fetchone()[0]
+    rep.uploads = audit.rows(conn, layout, public=False, since=since)
     return rep
 
 
@@ -222,6 +227,9 @@ def run(
             conn.execute("COMMIT")
         if not rep.news:
             return False
+        if fmt == "html":  # www/report.html is public: no restricted index in it
+            shown = audit.public_href(layout)
+            rep.uploads = [u for u in rep.uploads if u.index in shown]
         text = render(rep, fmt)
         if fmt == "html":
             layout.www.mkdir(parents=True, exist_ok=True)
@@ -267,6 +275,8 @@ def when(ts: float | None) -> str:
 def _what(m: MissRow) -> str:
     if m.kind == "project":
         return f"Python project {visible(m.url)}  -> requirements: [{visible(m.url)}]"
+    if m.kind == mirror_traffic.KIND:
+        return visible(mirror_traffic.what(m.url))
     return visible(m.url)
 
 
@@ -307,6 +317,13 @@ def _evicted_title(rep: Report) -> str:
         f"Evicted by the disk budget ({rep.evicted_total}, {human(rep.evicted_bytes)}; "
         "unlisted, least recently used first)"
     )
+
+
+def _upload_line(u: audit.Row) -> str:
+    size = f" ({human(u.size)})" if u.size is not None else ""
+    where = f" from {u.addr}" if u.addr else ""
+    detail = f": {u.detail}" if u.detail else ""
+    return visible(f"{u.index}: {u.action} {u.filename}{size} by {u.user}{where}{detail}")
 
 
 def _disk_line(rep: Report) -> str:
@@ -362,6 +379,13 @@ def _text(rep: Report) -> str:
         for e in rep.evicted:
             out.append(f"  {visible(e.url)} ({human(e.size)}, last used {when(e.last_used)})")
         out.append("")
+    if rep.uploads:
+        out.append(f"Uploads to the private indexes ({len(rep.uploads)}):")
+        for u in rep.uploads[:SHOW_NEW]:
+            out.append(f"  {when(u.at)}  {_upload_line(u)}")
+        if len(rep.uploads) > SHOW_NEW:
+            out.append(f"  ... and {len(rep.uploads) - SHOW_NEW} more")
+        out.append("")
     out.append("Since the previous report: " + _traffic_line(rep))
     if rep.top:
         out.append("Top artifacts:")
@@ -401,6 +425,8 @@ def _markdown(rep: Report) -> str:
                 if m.kind == "project"
                 else _code(m.url)
             )
+            if m.mirror_add:
+                what += f": add with {_code(m.mirror_add)}"
             out.append(f"| {m.count} | {m.clients} | {when(m.last_seen)} | {what} |")
         if rep.new_total > len(rep.new_misses):
             out.append(f"\n... and {rep.new_total - len(rep.new_misses)} more")
@@ -427,6 +453,9 @@ def _markdown(rep: Report) -> str:
     if rep.on_demand_failed:
         out += [f"### Could not be taken on demand ({len(rep.on_demand_failed)})", ""]
         out += [f"- {_code(a.project)}: {_code(_failure_text(a))}" for a in rep.on_demand_failed]
+    if rep.uploads:
+        out += [f"### Uploads to the private indexes ({len(rep.uploads)})", ""]
+        out += [f"- {when(u.at)} {_code(_upload_line(u))}" for u in rep.uploads[:SHOW_NEW]]
         out.append("")
     if rep.evicted_total:
         out += [f"### {_evicted_title(rep)}", ""]
@@ -482,6 +511,7 @@ def as_json(rep: Report) -> dict[str, Any]:
         "top_artifacts": [asdict(t) for t in rep.top],
         "disk": {"artifacts": rep.artifacts, "used": rep.disk_used, "free": rep.disk_free},
         "watcher_last_read": iso(rep.watcher_at) if rep.watcher_at else None,
+        "uploads": [u.as_json() for u in rep.uploads],
     }
 
 
@@ -492,4 +522,4 @@ def manifest_keys(paths: list[Path]) -> set[str] | None:
     existing = [p for p in paths if p.exists()]
     if not existing:
         return None
-    return set(manifest.load(existing).by_key())
+    return manifest.load(existing).listed_keys()

@@ -90,6 +90,17 @@ SCHEMA = [
         at REAL NOT NULL,
         counters TEXT NOT NULL
     )""",
+    # Mirror files (withcache/mirrors/tree.py): the artifact served at /m/<mirror>/<path>
+    # through a hard link, the source URL its bytes came from, the pins they passed.
+    """CREATE TABLE IF NOT EXISTS mirror_files (
+        mirror TEXT NOT NULL,
+        path TEXT NOT NULL,
+        key TEXT NOT NULL,
+        served_by TEXT NOT NULL,
+        pins TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (mirror, path)
+    )""",
+    "CREATE INDEX IF NOT EXISTS mirror_files_key ON mirror_files (key)",
     # Artifacts the disk budget evicted (withcache/budget.py), for the report and metrics.
     """CREATE TABLE IF NOT EXISTS evictions (
         id INTEGER PRIMARY KEY,
@@ -135,6 +146,37 @@ SCHEMA = [
         last_modified TEXT,
         digest TEXT,
         checked_at REAL NOT NULL
+    )""",
+    # The files of the private indexes (withcache/indexes/db.py reads and writes them).
+    """CREATE TABLE IF NOT EXISTS index_files (
+        index_name TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        project TEXT NOT NULL,
+        version TEXT NOT NULL,
+        key TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        requires_python TEXT,
+        metadata_key TEXT,
+        metadata_sha256 TEXT,
+        yanked TEXT,
+        uploaded_at REAL NOT NULL,
+        uploader TEXT NOT NULL,
+        PRIMARY KEY (index_name, filename)
+    )""",
+    "CREATE INDEX IF NOT EXISTS index_files_project ON index_files (index_name, project)",
+    # Every upload, publish, yank and un-yank: who, when, from where, what.
+    """CREATE TABLE IF NOT EXISTS index_audit (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        index_name TEXT NOT NULL,
+        action TEXT NOT NULL,
+        user TEXT NOT NULL,
+        addr TEXT,
+        filename TEXT NOT NULL,
+        size INTEGER,
+        sha256 TEXT,
+        detail TEXT
     )""",
 ]
 
@@ -216,6 +258,12 @@ def artifacts(conn: sqlite3.Connection) -> dict[str, Artifact]:
     return {r[0]: Artifact(*r) for r in rows}
 
 
+def artifacts_with_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> list[str]:
+    """Which of `keys` have a record (without reading the whole table)."""
+    marks = ", ".join("?" * len(keys))
+    return [r[0] for r in conn.execute(f"SELECT key FROM artifacts WHERE key IN ({marks})", keys)]
+
+
 def put_artifact(conn: sqlite3.Connection, a: Artifact) -> None:
     put_artifacts(conn, [a])
 
@@ -274,6 +322,10 @@ COUNTERS = (
     "garbage",
     "page_hits",
     "page_bytes",
+    # the /m/ area's part of hits, hit_bytes and misses (metrics split the areas)
+    "m_hits",
+    "m_hit_bytes",
+    "m_misses",
 )
 
 

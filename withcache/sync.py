@@ -31,16 +31,17 @@ from withcache import (
     lock,
     lockfile,
     metrics,
+    placement,
     role,
     store,
     synced,
-    tree,
 )
 from withcache.downloads import Downloads
 from withcache.fmt import human
 from withcache.layout import Layout
 from withcache.lockfile import Lock
 from withcache.manifest import Manifest, resolve_headers
+from withcache.mirrors import publish as mirrors
 from withcache.plan import Plan, Wanted, plan
 from withcache.progress import Progress
 from withcache.storeconfig import one
@@ -164,7 +165,7 @@ def _record(layout: Layout, manifest: Manifest, run: history.Run) -> None:
     with contextlib.suppress(OSError, sqlite3.Error):
         history.record(layout, run)
         cfg = one(manifest.store)
-        metrics.write(layout, budget.limits(layout, cfg), set(manifest.by_key()))
+        metrics.write(layout, budget.limits(layout, cfg), manifest.listed_keys())
 
 
 def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Progress) -> Summary:
@@ -179,14 +180,13 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
                 store.record_failure(conn, w.key, w.url, why)
         summary = Summary(present=len(the_plan.keep))
         for r in the_plan.remove:
-            tree.remove(layout, r.artifact.key)
-            store.delete_artifact(conn, r.artifact.key)
+            placement.remove(layout, conn, r.artifact.key)
             progress.note(f"pruned {r.artifact.url}")
             summary.removed += 1
     finally:
         conn.close()
     lim = budget.limits(layout, one(manifest.store), max_size=opts.policy.max_size)
-    listed = set(manifest.by_key())
+    listed = manifest.listed_keys()
     policy = budget.policy_for(opts.policy, lim, layout, listed, binds=False)
     outcome = Downloads(layout, opts.jobs, policy, progress).run(the_plan.fetch)
     summary.fetched = outcome.fetched
@@ -195,6 +195,7 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
     summary.failed = refused + outcome.failed
     summary.warnings = outcome.warnings
     _publish(layout, manifest, opts.prune)
+    mirrors.publish(layout, manifest, progress.note)
     kept = budget.enforce(layout, lim, listed)
     summary.evicted = len(kept.evicted)
     for e in kept.evicted:
@@ -221,7 +222,7 @@ def _plan(
     save: bool,
     uv_cache: Path | None = None,
 ) -> Plan:
-    wanted = wanted_from_manifest(manifest)
+    wanted = wanted_from_manifest(manifest) + mirrors.wanted(manifest)
     if manifest.python:
         from withcache import pyindex  # resolving needs uv: loaded only when asked for
 
@@ -234,6 +235,7 @@ def _plan(
         on_disk_sizes(layout, records),
         refresh=opts.refresh,
         prune=opts.prune,
+        repin=mirrors.repin(layout.db, wanted),
     )
 
 
@@ -243,6 +245,11 @@ def _publish(layout: Layout, manifest: Manifest, prune: bool) -> None:
         from withcache import pyindex
 
         pyindex.write_index(manifest, layout, prune=prune)
+    if manifest.indexes or (layout.state / "indexes.json").exists():
+        # after the mirror: a base: mirror root names the mirror's projects
+        from withcache.indexes import definitions
+
+        definitions.publish(layout, manifest.indexes)
 
 
 def preview(

@@ -20,9 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from withcache import index, lock, role, store
-from withcache.accesslog import Hit, Ignored, Invalid, Miss, PageHit, ProjectMiss, parse_line
+from withcache.accesslog import (
+    Hit,
+    Ignored,
+    Invalid,
+    MirrorHit,
+    MirrorMiss,
+    Miss,
+    PageHit,
+    ProjectMiss,
+    parse_line,
+)
 from withcache.errors import WithcacheError
 from withcache.layout import Layout
+from withcache.mirrors import traffic as mirror_traffic
+from withcache.mirrors.paths import MirrorRef
 from withcache.tail import Block, Changes, Follower, Warn
 
 BATCH_LINES = 100_000
@@ -47,6 +59,10 @@ class Tally:
     garbage: int = 0
     page_hits: int = 0  # /simple/ pages served
     page_bytes: int = 0
+    m_hits: int = 0  # of hits, those under /m/
+    m_hit_bytes: int = 0
+    m_misses: int = 0  # of misses, those under /m/
+    mirror_hits: dict[MirrorRef, store.HitTally] = field(default_factory=dict)  # keyed at commit
 
     def add(self, block: Block) -> None:
         self.garbage += block.oversize
@@ -72,12 +88,14 @@ class Tally:
                         h.last = r.time
                 self.hits += 1
                 self.hit_bytes += r.bytes
-            elif type(r) is Miss or type(r) is ProjectMiss:
+            elif type(r) is Miss or type(r) is ProjectMiss or type(r) is MirrorMiss:
                 key = r.key
                 m = misses.get(key)
                 if m is None:
                     if isinstance(r, Miss):
                         misses[key] = store.MissTally(r.url, "url", 1, r.time, r.time, r.ua)
+                    elif isinstance(r, MirrorMiss):
+                        misses[key] = store.MissTally(r.url, "mirror", 1, r.time, r.time, r.ua)
                     else:
                         misses[key] = store.MissTally(r.project, "project", 1, r.time, r.time, r.ua)
                 else:
@@ -89,10 +107,18 @@ class Tally:
                         m.last_ua = r.ua
                 if r.addr:
                     clients.add((key, r.addr))
-                if type(r) is Miss:
-                    self.misses += 1
-                else:
+                if type(r) is ProjectMiss:
                     self.project_misses += 1
+                else:
+                    self.misses += 1
+                    if type(r) is MirrorMiss:
+                        self.m_misses += 1
+            elif type(r) is MirrorHit:
+                mirror_traffic.tally_hit(self.mirror_hits, r.ref, r.bytes, r.time)
+                self.hits += 1
+                self.hit_bytes += r.bytes
+                self.m_hits += 1
+                self.m_hit_bytes += r.bytes
             elif type(r) is Ignored:
                 continue
             elif type(r) is PageHit:
@@ -193,6 +219,7 @@ class Watcher:
         traffic.counters = counts
         fresh = traffic.clients - self._known_clients  # a pair already stored adds nothing
         traffic.clients = fresh
+        mirror_traffic.key_hits(conn, tally.mirror_hits, traffic.hits)
         self._record(conn, traffic, at)
         if len(self._known_clients) + len(fresh) > KNOWN_CLIENTS:
             self._known_clients.clear()  # bounded memory; forgetting only costs an insert

@@ -38,7 +38,7 @@ class Selection:
     @classmethod
     def of(cls, m: Manifest, since: float | None = None) -> Selection:
         """The artifacts some manifests list (and the Python index, if one has python:)."""
-        return cls(since, set(m.by_key()), bool(m.python), tuple(Path(f) for f in m.files))
+        return cls(since, m.listed_keys(), bool(m.python), tuple(Path(f) for f in m.files))
 
 
 @dataclass

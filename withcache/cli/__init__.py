@@ -12,11 +12,22 @@ import traceback
 from collections.abc import Sequence
 
 from withcache import __version__
-from withcache.cli import budget, bundle, lock, replicate, review, serve, shims, sync, watch
+from withcache.cli import (
+    budget,
+    bundle,
+    indexes,
+    lock,
+    replicate,
+    review,
+    serve,
+    shims,
+    sync,
+    watch,
+)
 from withcache.cli.common import add_common, common_parent
 from withcache.errors import WithcacheError
 
-COMMAND_MODULES = (sync, lock, serve, watch, review, shims, budget, bundle, replicate)
+COMMAND_MODULES = (sync, lock, serve, watch, review, shims, budget, bundle, indexes, replicate)
 
 
 def build_parser() -> argparse.ArgumentParser:

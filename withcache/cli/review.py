@@ -83,6 +83,12 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--keep-query", action="store_true", help="keep the query in the key")
     p.add_argument(
+        "--mirror",
+        metavar="NAME",
+        help="add paths (or bare distfile names) to this mirror's files instead of URLs "
+        "to artifacts; the manifest that defines the mirror is edited",
+    )
+    p.add_argument(
         "--against",
         action="append",
         type=Path,
@@ -219,6 +225,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_mirror(args: argparse.Namespace, hashes: list[str]) -> int:
+    if args.keep_query:
+        raise UsageError("--keep-query is for URLs; mirror paths have no query")
+    files = [
+        add.NewMirrorFile(path, hashes[i] if hashes else None) for i, path in enumerate(args.urls)
+    ]
+    target = add.add_mirror_files(args.mirror, files, args.against or [DEFAULT_MANIFESTS])
+    if not args.quiet:
+        n = len(files)
+        print(
+            f"added {n} file{'' if n == 1 else 's'} to mirror {args.mirror} in {target}; "
+            "next: withcache check, commit, pull request",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def cmd_add(args: argparse.Namespace) -> int:
     """Append URLs to a manifest as text, keeping its comments and layout.
 
@@ -226,12 +249,17 @@ def cmd_add(args: argparse.Namespace) -> int:
     with the same messages as `withcache check`, and writes nothing then. The
     file is created if missing. Commit the change and open a pull request.
 
+    With --mirror NAME the arguments are paths under that mirror (a miss's
+    /m/NAME/<path>, or a bare distfile name for `layout: gentoo`), appended to the
+    `files:` of the manifest that defines the mirror.
+
     With --python NAME, the project goes into a python: section's requirements
     (sync then resolves it itself): this is how a project taken on demand moves
     into a manifest.
 
     example:
       withcache add https://vendor.example/cuda_12.6.3_linux.run
+      withcache add --mirror gentoo distfiles/47/foo-1.2.tar.gz
       withcache add -m manifests/nvidia.yaml --sha256 "$(sha256sum < f.run | cut -c1-64)" \\
           https://vendor.example/f.run
       withcache add --python requests
@@ -249,10 +277,12 @@ def cmd_add(args: argparse.Namespace) -> int:
             )
         return 0
     if not args.urls:
-        raise UsageError("add what? give URLs, or --python NAME")
+        raise UsageError("add what? give URLs, --mirror NAME PATH..., or --python NAME")
     hashes = [add.normal_sha256(h) for h in args.sha256 or []]
     if hashes and len(hashes) != len(args.urls):
         raise UsageError(f"{len(hashes)} --sha256 for {len(args.urls)} URLs: give one per URL")
+    if args.mirror is not None:
+        return _add_mirror(args, hashes)
     entries = [
         add.NewEntry(url, hashes[i] if hashes else None, args.keep_query)
         for i, url in enumerate(args.urls)

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from withcache import edge, nginx
-from withcache.cli.common import Subparsers, command, layout
+from withcache import edge, nginx, role
+from withcache.cli.common import (
+    Subparsers,
+    command,
+    layout,
+    manifest_paths,
+    manifests_option,
+    size_arg,
+)
 from withcache.errors import NginxError, UsageError
+from withcache.indexes import model as index_model
+
+if TYPE_CHECKING:
+    from withcache.mirrors.config import Mirror
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -30,6 +43,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
 
 
 def _listen_options(p: argparse.ArgumentParser) -> None:
+    manifests_option(p, "manifests whose `mirrors:` fall through to their sources")
     p.add_argument(
         "--aio-threads",
         action="store_true",
@@ -40,6 +54,13 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="HOST:PORT",
         help="address to listen on, repeatable (default: 8080 on every interface)",
+    )
+    p.add_argument(
+        "--max-upload",
+        type=size_arg,
+        default=nginx.DEFAULT_MAX_UPLOAD,
+        metavar="SIZE",
+        help="largest upload to a private index, e.g. 500M, 2G (default 2G); nginx answers 413",
     )
     _edge_options(p)
 
@@ -61,13 +82,31 @@ def _edge_options(p: argparse.ArgumentParser) -> None:
 
 
 def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Settings:
+    lay = layout(args)
+    indexes = tuple(index_model.load(lay).values())
+    if role.replica_of(lay) is not None:  # the center's indexes, read-only: no uploads here
+        indexes = tuple(dataclasses.replace(ix, write=()) for ix in indexes)
     return nginx.Settings(
-        layout=layout(args),
+        layout=lay,
         listen=tuple(args.listen or ["8080"]),
         user=user,
         error_log="stderr",
         aio_threads=args.aio_threads,
+        indexes=indexes,
+        max_upload=args.max_upload,
+        mirrors=_mirrors(args),
     )
+
+
+def _mirrors(args: argparse.Namespace) -> tuple[Mirror, ...]:
+    """The manifests' mirrors (the fall-through ones need locations); none when the
+    manifests directory does not exist. A broken manifest stops here, as in sync."""
+    existing = [p for p in manifest_paths(args.manifests) if p.exists()]
+    if not existing:
+        return ()
+    from withcache import manifest
+
+    return manifest.load(existing).mirrors
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -106,6 +145,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     sys.stderr.flush()
+    if index_model.path(lay).exists():  # private indexes: nginx and the upload service together
+        from withcache.upload import supervisor
+
+        return supervisor.supervise(lay, lambda: settings(args, user))
     nginx.exec_foreground(conf)
     return 0  # not reached
 

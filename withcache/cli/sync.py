@@ -120,8 +120,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Validate manifests: every problem as file:line, exit 2 if any.
 
     Checks YAML syntax, unknown fields, URLs (http(s) only, no credentials),
-    sha256 pins, duplicate keys across files and keys that collide once the
-    query is dropped. Makes no network request: safe as a pull-request gate.
+    sha256 pins, duplicate keys across files, keys that collide once the query
+    is dropped, and mirrors (sources, paths, GLEP 75 places, BLAKE2B/SHA512
+    pins). Makes no network request: safe as a pull-request gate.
     --locked also checks manifests/withcache.lock (see `withcache lock`).
 
     example:
@@ -143,8 +144,16 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise ManifestError(problems)
     if args.verbose:
         python = f", {len(m.python)} python sections" if m.python else ""
+        python += f", {len(m.indexes)} private indexes" if m.indexes else ""
+        mirrors = ""
+        if m.mirrors:
+            n = sum(len(x.files) for x in m.mirrors)
+            mirrors = f", {len(m.mirrors)} mirrors ({n} files)"
         locked = ", lock ok" if args.locked else ""
-        print(f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}{locked}: ok")
+        print(
+            f"{len(m.files)} manifest files, {len(m.entries)} artifacts{python}{mirrors}"
+            f"{locked}: ok"
+        )
     return 0
 
 

@@ -20,6 +20,7 @@ from withcache.layout import Layout
 if TYPE_CHECKING:
     from withcache.budget import Limits
     from withcache.listed import Listed
+    from withcache.mirrors.config import Mirror
     from withcache.ondemand import OnDemand
     from withcache.watch import Tally, Watcher
 
@@ -39,10 +40,13 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--auto",
         action="store_true",
-        help="fetch misses whose host is in a manifest's auto.allow_hosts (off by default)",
+        help="fetch misses whose host is in a manifest's auto.allow_hosts, and path misses "
+        "of mirrors with auto: true (off by default)",
     )
     manifests_option(
-        p, "manifests holding auto.allow_hosts (--auto) and python.on_demand (read at start)"
+        p,
+        "manifests holding auto.allow_hosts and mirrors (--auto) and python.on_demand "
+        "(read at start)",
     )
     p.add_argument(
         "--auto-jobs", type=int, default=2, help="with --auto: parallel downloads (default 2)"
@@ -80,7 +84,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """Follow nginx's access log: record misses and hits in the state DB.
 
     A 404 under /b/ (GET or HEAD) is a miss of the decoded origin URL, a 404 under
-    /simple/<project>/ a missing Python project, a GET answered 200/206 a hit. The
+    /simple/<project>/ a missing Python project, a 404 or a fall-through under
+    /m/<mirror>/ a miss of that mirror path, a GET answered 200/206 a hit. The
     log position is committed with the counts, so after a crash or `kill -9` the
     watcher continues exactly where it stopped. It follows rotation by rename and by
     copytruncate, waits for a log that does not exist yet, and stops cleanly on
@@ -117,18 +122,29 @@ def cmd_watch(args: argparse.Namespace) -> int:
     listed = Listed(paths)  # the store: section, and what eviction must never take
     limits = budget.limits(lay, listed.store)
     auto = None
+    mirror_auto = None
     if args.auto:
         from withcache import role
         from withcache.autofill import AutoFill
+        from withcache.mirrors.autofill import MirrorFill
 
         role.refuse_writes(lay, "auto-fill")
-        hosts = _allow_hosts(paths)
-        if not hosts:
-            raise UsageError("--auto: no manifest sets auto.allow_hosts; nothing may be fetched")
-        auto = AutoFill(
-            lay, hosts, jobs=max(1, args.auto_jobs), say=say, limits=limits, listed=listed
-        )
-        say(f"auto-fill on for {', '.join(sorted(hosts))}")
+        hosts, mirrors = _auto_config(paths)
+        auto_mirrors = [m for m in mirrors if m.auto]
+        if not hosts and not auto_mirrors:
+            raise UsageError(
+                "--auto: no manifest sets auto.allow_hosts or a mirror's auto: true; "
+                "nothing may be fetched"
+            )
+        jobs = max(1, args.auto_jobs)
+        if hosts:
+            auto = AutoFill(lay, hosts, jobs=jobs, say=say, limits=limits, listed=listed)
+            say(f"auto-fill on for {', '.join(sorted(hosts))}")
+        if auto_mirrors:
+            mirror_auto = MirrorFill(
+                lay, auto_mirrors, jobs=jobs, say=say, limits=limits, listed=listed
+            )
+            say(f"auto-fill on for mirrors {', '.join(m.name for m in auto_mirrors)}")
     demand = _on_demand(
         lay, paths, args.on_demand_rate, args.index_every, say, warn, (limits, listed)
     )
@@ -142,6 +158,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def committed(t: Tally) -> None:
         if auto is not None:
             auto.offer(k for k, m in t.traffic.misses.items() if m.kind == "url")
+        if mirror_auto is not None:
+            mirror_auto.offer(k for k, m in t.traffic.misses.items() if m.kind == "mirror")
         if demand is not None:
             demand.offer(m.url for m in t.traffic.misses.values() if m.kind == "project")
         if verbose:
@@ -160,6 +178,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     finally:
         if auto is not None:
             auto.close()
+        if mirror_auto is not None:
+            mirror_auto.close()
         if demand is not None:
             demand.close(drain=args.once)
     say(
@@ -232,13 +252,15 @@ def _on_demand(
     return worker
 
 
-def _allow_hosts(paths: list[Path]) -> list[str]:
+def _auto_config(paths: list[Path]) -> tuple[list[str], tuple[Mirror, ...]]:
+    """auto.allow_hosts and the mirrors, from the manifests that exist."""
     existing = [p for p in paths if p.exists()]
     if not existing:
-        return []
+        return [], ()
     from withcache import manifest
 
-    return list(manifest.load(existing).allow_hosts)
+    m = manifest.load(existing)
+    return list(m.allow_hosts), m.mirrors
 
 
 def _print_status(lay: Layout, log: Path, *, as_json: bool) -> int:

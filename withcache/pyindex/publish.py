@@ -153,7 +153,7 @@ def links(
         meta = (
             _present(layout, records, f.metadata_key, f.metadata_sha256) if f.metadata_key else None
         )
-        if meta is not None and not _place_metadata(layout, f, meta):
+        if meta is not None and not link_metadata(layout, f.key, meta.key):
             meta = None
         out.setdefault(f.project, []).append(
             Link(
@@ -180,12 +180,13 @@ def _present(
     return rec if st is not None and st.st_size == rec.size else None
 
 
-def _place_metadata(layout: Layout, f: IndexFile, meta: store.Artifact) -> bool:
-    """Hard-link the metadata beside the file's bytes, where nginx answers `<file>.metadata`.
+def link_metadata(layout: Layout, file_key: str, meta_key: str) -> bool:
+    """Hard-link the metadata blob beside the file's bytes, where nginx answers
+    `<file>.metadata`; False when it could not be done (the page then offers none).
 
     A link, not a copy: the blob is already whole and fsynced, so this costs no write."""
-    src = tree.blob_path(layout, meta.key)
-    dest = tree.blob_path(layout, f.key).parent / METADATA
+    src = tree.blob_path(layout, meta_key)
+    dest = tree.blob_path(layout, file_key).parent / METADATA
     try:
         if dest.exists() and os.path.samefile(src, dest):
             return True
@@ -203,23 +204,34 @@ def _place_metadata(layout: Layout, f: IndexFile, meta: store.Artifact) -> bool:
     return True
 
 
+def project_pages(name: str, files: list[Link]) -> dict[str, bytes]:
+    """A project's two pages (PEP 503 HTML, PEP 691 JSON) by file name, files sorted.
+    Every index (the mirror and the private ones) renders its pages here."""
+    files = sorted(files, key=lambda link: link.filename)
+    html = _env().get_template("simple/project.html").render(name=name, files=files)
+    return {HTML: html.encode(), JSON: project_json(name, files)}
+
+
+def root_pages(projects: list[str]) -> dict[str, bytes]:
+    """The project list, both formats, by file name."""
+    html = _env().get_template("simple/root.html").render(projects=projects)
+    return {HTML: html.encode(), JSON: root_json(projects)}
+
+
 def write_pages(layout: Layout, projects: dict[str, list[Link]]) -> None:
     """Every page, then the root, then the stale pages go."""
     simple = layout.www / "simple"
     _write_projects(simple, projects)
     _write_root(simple, sorted(projects))  # the root last: it never names a missing page
-    _remove_pages(simple, keep=set(projects))
+    remove_pages(simple, keep=set(projects))
 
 
 def _write_projects(simple: Path, projects: dict[str, list[Link]]) -> None:
     """Project pages, a few at once (each write waits on its fsync)."""
-    project_tpl = _env().get_template("simple/project.html")
     writes: list[tuple[Path, bytes]] = []
     for name, files in projects.items():
-        files.sort(key=lambda link: link.filename)
         d = simple / name
-        writes.append((d / HTML, project_tpl.render(name=name, files=files).encode()))
-        writes.append((d / JSON, project_json(name, files)))
+        writes += [(d / page, data) for page, data in project_pages(name, files).items()]
     if len(writes) <= 2:
         for w in writes:
             write_if_changed(*w)
@@ -229,9 +241,8 @@ def _write_projects(simple: Path, projects: dict[str, list[Link]]) -> None:
 
 
 def _write_root(simple: Path, names: list[str]) -> None:
-    root_tpl = _env().get_template("simple/root.html")
-    write_if_changed(simple / HTML, root_tpl.render(projects=names).encode())
-    write_if_changed(simple / JSON, root_json(names))
+    for page, data in root_pages(names).items():
+        write_if_changed(simple / page, data)
 
 
 def published(simple: Path) -> set[str]:
@@ -248,7 +259,7 @@ def published(simple: Path) -> set[str]:
         return set()
 
 
-def _remove_pages(simple: Path, keep: set[str]) -> None:
+def remove_pages(simple: Path, keep: set[str]) -> None:
     """Remove the pages of projects not in `keep` (and their directories, once empty)."""
     for d in simple.iterdir():
         if d.is_dir() and d.name not in keep:
@@ -350,7 +361,7 @@ def withdraw(layout: Layout, *, prune: bool = False) -> None:
             for page in (HTML, JSON):  # the root first: it must not name missing pages
                 with contextlib.suppress(FileNotFoundError):
                     (simple / page).unlink()
-            _remove_pages(simple, keep=set())
+            remove_pages(simple, keep=set())
             with contextlib.suppress(OSError):
                 simple.rmdir()
         with contextlib.suppress(FileNotFoundError):
