@@ -48,6 +48,15 @@ def write_text(path: Path, text: str, *, mode: int = 0o644) -> None:
     write(path, text.encode("utf-8"), mode=mode)
 
 
+def fsync_file(path: Path) -> None:
+    """Make a written file's bytes durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or unlink in `path` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

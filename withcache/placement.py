@@ -30,6 +30,7 @@ from withcache.mirrors import tree as mirror_tree
 from withcache.mirrors.paths import MirrorRef
 
 CHUNK = 1 << 20
+GROUP_SYNC = 3  # this many files not yet fsynced are flushed with one syncfs
 FLUSH_EVERY = 32 << 20
 
 
@@ -114,9 +115,13 @@ def install_many(
     """
     now = time.time()
     records = [i.record(now) for i in items]
-    grouped = len(items) > 1 or any(not i.file.synced for i in items)
-    if any(not i.file.synced for i in items):
+    unsynced = [i.file.path for i in items if not i.file.synced]
+    grouped = len(unsynced) >= GROUP_SYNC
+    if grouped:
         atomic.sync_filesystem(layout.partial)
+    else:
+        for path in unsynced:  # one or two: their own fsyncs cost less than a syncfs
+            atomic.fsync_file(path)
     with held(layout):
         for i in items:
             if i.replacing:

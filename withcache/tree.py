@@ -33,8 +33,7 @@ def place(
     """Rename a complete, fsynced, verified partial file into www/b/ (atomic). With
     durable=False the caller makes the rename durable itself (a group: one syncfs)."""
     dest = blob_path(layout, key)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _make_readable(layout.www, dest.parent)
+    _token_dirs(layout.www, dest.parent)
     os.chmod(partial, 0o644)
     if mtime is not None:  # nginx's Last-Modified/ETag then follow the origin's
         os.utime(partial, (mtime, mtime))
@@ -64,11 +63,18 @@ def remove(layout: Layout, key: str) -> bool:
     return True
 
 
-def _make_readable(top: Path, leaf: Path) -> None:
-    """Token directories must be traversable by nginx's worker whatever our umask."""
+def _token_dirs(www: Path, leaf: Path) -> None:
+    """Create the token directories down to `leaf`, each traversable by nginx's worker
+    whatever our umask (mode 0755 set after mkdir). Directories that exist are left
+    as they are: we made them, or layout.ensure() did."""
+    missing = []
     d = leaf
-    while d != top and top in d.parents:
-        mode = d.stat().st_mode
-        if mode & 0o755 != 0o755:
-            d.chmod(mode | 0o755)
+    while d != www and not d.is_dir():
+        missing.append(d)
         d = d.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d)
+        except FileExistsError:
+            continue  # another writer made it a moment ago
+        os.chmod(d, 0o755)
