@@ -9,7 +9,10 @@ then shows up in `withcache misses`). Everything started here stops on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import hashlib
+import io
 import os
 import random
 import shutil
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import requests
@@ -36,7 +40,10 @@ FILES = {
     "/vendor/firmware/fw-demo-22.41.1000.bin": ("fw-demo", 1 << 20),
     "/vendor/drivers/nvidia-demo-560.35.05.tar.gz": ("driver", 2 << 20),
     "/vendor/tools/not-in-any-manifest-1.0.tar.gz": ("uncached", 256 << 10),
+    "/mirror/dist/demo-tool-2.1.tar.gz": ("mirror", 512 << 10),
 }
+MIRROR_PATH = "/m/demo/dist/demo-tool-2.1.tar.gz"
+USER, PASSWORD = "demo", "demo-password"  # the private index's reader and writer
 UNCACHED = "/vendor/tools/not-in-any-manifest-1.0.tar.gz"
 
 
@@ -118,14 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         )
         if r.returncode != 0:
             return r.returncode
+        subprocess.run(
+            withcache("users", "add", USER, "--data", str(data)),
+            input=PASSWORD + "\n",
+            text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         with running(
-            withcache("serve", "--data", str(data), "--listen", args.listen),
+            withcache(
+                "serve", "--data", str(data), "--listen", args.listen, "-m", str(DEMO_MANIFEST)
+            ),
             env=env,
             stderr=subprocess.DEVNULL,
         ) as nginx:
             wait_healthy(cache_url, nginx)
             say(f"3. nginx: serving {data / 'www'} at {cache_url}")
-            with running(withcache("watch", "--data", str(data)), env=env) as watcher:
+            watch = withcache("watch", "--data", str(data), "--metrics-every", "0.5")
+            with running(watch, env=env) as watcher:
                 time.sleep(0.5)
                 say(f"4. watcher: following {data / 'log' / 'access.log'} (pid {watcher.pid})")
                 walk_through(origin, cache_url, data, env)
@@ -164,16 +182,82 @@ def walk_through(origin: Origin, cache_url: str, data: Path, env: dict[str, str]
         )
         say("7. withcache misses:")
         say("   " + (misses.stdout.strip() or misses.stderr.strip()).replace("\n", "\n   "))
+        mirror_and_private_index(cache_url)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     say()
     say("Open:")
     say(f"  {cache_url}/               the index (hits, misses)")
     say(f"  {cache_url}/catalog.json   the machine-readable catalog")
+    say(f"  {cache_url}/metrics        Prometheus metrics")
+    say(f"  {cache_url}{MIRROR_PATH}")
     say(f"  {cache_url}{keys.cache_path(keys.normalize(hit_url))}")
     say("Try:")
     say(f"  WITHCACHE_SERVER={cache_url} sh shims/curlwithcache -O {hit_url}")
     say(f"  python -m withcache misses --data {data}")
+
+
+def mirror_and_private_index(cache_url: str) -> None:
+    """Steps 8-10: a path mirror, a private index that takes an upload, the metrics."""
+    r = requests.get(cache_url + MIRROR_PATH, timeout=10)
+    say(f"8. mirror: GET {MIRROR_PATH}")
+    say(f"         HTTP {r.status_code}, {len(r.content)} bytes (synced from the second source)")
+    name, body = demo_wheel()
+    fields = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "name": "demo-hello",
+        "version": "1.0",
+        "filetype": "bdist_wheel",
+        "pyversion": "py3",
+        "sha256_digest": hashlib.sha256(body).hexdigest(),
+    }
+    up = requests.post(
+        cache_url + "/team/",
+        data=fields,
+        files={"content": (name, body)},
+        auth=(USER, PASSWORD),
+        timeout=60,
+    )
+    say(f"9. upload: POST {name} to {cache_url}/team/ (what twine upload does)")
+    say(f"         HTTP {up.status_code}: {up.text.strip()}")
+    page = cache_url + "/team/simple/demo-hello/"
+    anonymous = requests.get(page, timeout=10).status_code
+    listed = name in requests.get(page, auth=(USER, PASSWORD), timeout=10).text
+    say(f"         {page}: {anonymous} without a password, lists the wheel with it: {listed}")
+    say(
+        f"         pip install --index-url http://{USER}:{PASSWORD}@{cache_url[7:]}/team/simple/"
+        " demo-hello"
+    )
+    time.sleep(1.5)  # the watcher writes the metrics after its next commit
+    lines = requests.get(cache_url + "/metrics", timeout=10).text.splitlines()
+    say("10. metrics: GET /metrics (Prometheus)")
+    for line in lines:
+        if line.startswith(("withcache_hits_total", "withcache_misses_total")):
+            say(f"         {line}")
+
+
+def demo_wheel() -> tuple[str, bytes]:
+    """A minimal valid wheel (METADATA, WHEEL, RECORD), built in memory."""
+    info = "demo_hello-1.0.dist-info"
+    files = {
+        "demo_hello/__init__.py": b'GREETING = "hello from the private index"\n',
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: demo-hello\nVersion: 1.0\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: withcache-demo\n"
+        b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{path},sha256="
+        f"{base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode().rstrip('=')},"
+        f"{len(data)}\n"
+        for path, data in files.items()
+    )
+    files[f"{info}/RECORD"] = (record + f"{info}/RECORD,,\n").encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path, data in files.items():
+            z.writestr(zipfile.ZipInfo(path, (2026, 1, 1, 0, 0, 0)), data)
+    return "demo_hello-1.0-py3-none-any.whl", buf.getvalue()
 
 
 if __name__ == "__main__":
