@@ -224,13 +224,7 @@ def merge(conn: sqlite3.Connection, rows: list[Row], where: str = "import") -> S
             new += seen is None
             added += grown
             conn.execute(
-                "INSERT INTO misses (key, url, kind, count, first_seen, last_seen, last_ua) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET count = count + excluded.count, "
-                "first_seen = min(first_seen, excluded.first_seen), "
-                "last_ua = CASE WHEN excluded.last_seen >= last_seen "
-                "THEN excluded.last_ua ELSE last_ua END, "
-                "last_seen = max(last_seen, excluded.last_seen)",
+                store.ADD_MISS,
                 (r.key, r.url, r.kind, grown, r.first_seen, r.last_seen, r.last_ua),
             )
             conn.execute(store.RECOUNT_CLIENTS, (r.key,))

@@ -216,13 +216,10 @@ def copy_in(
             dst.flush()
             if durable:
                 os.fsync(dst.fileno())
-        digest = h.hexdigest()
-        if expect_sha256 is not None and digest != expect_sha256:
-            raise Mismatch(f"sha256 is {digest}, expected {expect_sha256}")
+        return _checked(part, size, h.hexdigest(), expect_sha256, durable)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return Verified(part, size, digest, synced=durable)
 
 
 STEP = 64 << 20  # bytes the kernel copies between hashes (a multiple of the page size)
@@ -269,12 +266,16 @@ def copy_in_file(
                 os.fsync(fd)
         finally:
             os.close(fd)
-        digest = h.hexdigest()
-        if expect_sha256 is not None and digest != expect_sha256:
-            raise Mismatch(f"sha256 is {digest}, expected {expect_sha256}")
+        return _checked(part, size, h.hexdigest(), expect_sha256, durable)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
+
+
+def _checked(part: Path, size: int, digest: str, expect: str | None, durable: bool) -> Verified:
+    """The copy, once its sha256 is the one expected (Mismatch otherwise)."""
+    if expect is not None and digest != expect:
+        raise Mismatch(f"sha256 is {digest}, expected {expect}")
     return Verified(part, size, digest, synced=durable)
 
 

@@ -369,6 +369,18 @@ RECOUNT_CLIENTS = (
 )
 
 
+# Add (key, url, kind, count, first_seen, last_seen, last_ua) to a miss's counts.
+ADD_MISS = (
+    "INSERT INTO misses (key, url, kind, count, first_seen, last_seen, last_ua) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET count = count + excluded.count, "
+    "first_seen = min(first_seen, excluded.first_seen), "
+    "last_ua = CASE WHEN excluded.last_seen >= last_seen "
+    "THEN excluded.last_ua ELSE last_ua END, "
+    "last_seen = max(last_seen, excluded.last_seen)"
+)
+
+
 def checkpoint(conn: sqlite3.Connection, log: str) -> Checkpoint | None:
     row = conn.execute(
         "SELECT inode, offset, tail FROM log_offsets WHERE log = ?", (log,)
@@ -389,13 +401,7 @@ def record_traffic(conn: sqlite3.Connection, traffic: Traffic, log: str, at: Che
             )
         if traffic.misses:
             conn.executemany(
-                "INSERT INTO misses (key, url, kind, count, first_seen, last_seen, last_ua) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET count = count + excluded.count, "
-                "first_seen = min(first_seen, excluded.first_seen), "
-                "last_ua = CASE WHEN excluded.last_seen >= last_seen "
-                "THEN excluded.last_ua ELSE last_ua END, "
-                "last_seen = max(last_seen, excluded.last_seen)",
+                ADD_MISS,
                 [
                     (k, m.url, m.kind, m.count, m.first, m.last, m.last_ua)
                     for k, m in traffic.misses.items()

@@ -52,15 +52,19 @@ def remove(layout: Layout, key: str) -> bool:
         return False
     with contextlib.suppress(FileNotFoundError):  # a wheel's PEP 658 metadata beside it
         (path.parent / "@metadata").unlink()
-    top = layout.www / "b"
-    parent = path.parent
-    while parent != top and top in parent.parents:
-        try:
-            parent.rmdir()
-        except OSError:
-            break
-        parent = parent.parent
+    remove_empty_dirs(path.parent, layout.www / "b")
     return True
+
+
+def remove_empty_dirs(start: Path, top: Path) -> None:
+    """Remove `start` and its parents while they are empty, stopping below `top`."""
+    d = start
+    while d != top and top in d.parents:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        d = d.parent
 
 
 def _token_dirs(www: Path, leaf: Path) -> None:

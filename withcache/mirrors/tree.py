@@ -117,13 +117,7 @@ def unlink(layout: Layout, refs: Iterable[MirrorRef]) -> None:
             path.unlink()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             continue
-        parent = path.parent
-        while parent != top and top in parent.parents:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+        tree.remove_empty_dirs(path.parent, top)
 
 
 def unlink_key(layout: Layout, conn: sqlite3.Connection, key: str) -> None:
