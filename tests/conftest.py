@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests.origin import Origin
+from tests.tls import CA, make_ca
 from withcache import keys, placement, store
 from withcache.children import stop
 from withcache.layout import Layout
@@ -121,6 +122,14 @@ def plant(
     return key
 
 
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
+    """A throwaway CA and a certificate it signs for 127.0.0.1 (tests/tls.py)."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
 @dataclass
 class Cache:
     """nginx serving a data dir, started with the real `withcache serve`."""
@@ -128,6 +137,7 @@ class Cache:
     url: str
     data: Path
     proc: subprocess.Popen[bytes]
+    tls_url: str | None = None  # https://127.0.0.1:PORT when started with a certificate
 
     @property
     def layout(self) -> Layout:
@@ -146,14 +156,24 @@ class Cache:
         return self.access_log.read_text().splitlines()
 
 
-def start_nginx(data: Path, port: int | None = None, *extra: str) -> Cache:
-    """`withcache serve` on loopback; `extra`: more serve options (e.g. -m MANIFEST)."""
+def start_nginx(
+    data: Path, port: int | None = None, *extra: str, tls: tuple[Path, Path] | None = None
+) -> Cache:
+    """`withcache serve` on loopback; `extra`: more serve options (e.g. -m MANIFEST);
+    with `tls` (certificate, key) https too, at `Cache.tls_url`."""
     if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
         pytest.skip("nginx is not installed (apt-get install nginx)")
     port = port or free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = ["serve", "--data", str(data), "--listen", f"127.0.0.1:{port}"]
+    tls_url = None
+    if tls is not None:
+        tls_port = free_port()
+        args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        args += ["--tls-listen", f"127.0.0.1:{tls_port}"]
+        tls_url = f"https://127.0.0.1:{tls_port}"
     proc = subprocess.Popen(
-        withcache_cmd("serve", "--data", str(data), "--listen", f"127.0.0.1:{port}", *extra),
+        withcache_cmd(*args, *extra),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -167,7 +187,7 @@ def start_nginx(data: Path, port: int | None = None, *extra: str) -> Cache:
             raise RuntimeError(f"withcache serve exited {proc.returncode}: {out}")
         try:
             if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                return Cache(url, data, proc)
+                return Cache(url, data, proc, tls_url)
         except requests.RequestException:
             time.sleep(0.05)
     stop_nginx(proc)
@@ -184,6 +204,14 @@ def stop_nginx(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def cache(data: Layout) -> Iterator[Cache]:
     c = start_nginx(data.root)
+    yield c
+    stop_nginx(c.proc)
+
+
+@pytest.fixture
+def tls_cache(data: Layout, tls_ca: CA) -> Iterator[Cache]:
+    """The same nginx, serving the tree over https as well (`tls_url`)."""
+    c = start_nginx(data.root, tls=(tls_ca.cert, tls_ca.key))
     yield c
     stop_nginx(c.proc)
 

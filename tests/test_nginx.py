@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from tests.conftest import Cache, run_withcache
+from tests.tls import CA
 from withcache import keys, nginx
 from withcache.errors import NginxError
 from withcache.layout import Layout
@@ -265,3 +266,72 @@ def test_runtime_paths_live_under_run(cache: Cache) -> None:
         lines = [line.strip() for line in conf.splitlines() if line.strip().startswith(directive)]
         assert any(f" {run}/" in line for line in lines), directive
     assert (run / "nginx.pid").exists() and (run / "error.log").exists()
+
+
+# --- https: the same tree over TLS ---------------------------------------------------
+
+
+def test_https_serves_the_same_bytes_as_http(tls_cache: Cache, tls_ca: CA) -> None:
+    path = tls_cache.plant(ORIGIN, BODY)[len(tls_cache.url) :]
+    assert tls_cache.tls_url
+    plain = requests.get(tls_cache.url + path, timeout=5)
+    tls = requests.get(tls_cache.tls_url + path, timeout=5, verify=str(tls_ca.ca))
+    assert plain.content == tls.content == BODY
+    part = requests.get(
+        tls_cache.tls_url + path, headers={"Range": "bytes=10-19"}, verify=str(tls_ca.ca)
+    )
+    assert (part.status_code, part.content) == (206, BODY[10:20])
+    assert requests.get(tls_cache.tls_url + "/b/AAAA/x", verify=str(tls_ca.ca)).status_code == 404
+    # Both listeners write the one access log the watcher follows.
+    assert sum(1 for line in tls_cache.log_lines() if '"uri":"' + path in line) == 3
+    with pytest.raises(requests.exceptions.SSLError):  # nothing trusts it by default
+        requests.get(tls_cache.tls_url + path, timeout=5)
+
+
+def test_system_snippet_with_tls_passes_nginx_t(tmp_path: Path, tls_ca: CA) -> None:
+    data = tmp_path / "data"
+    args = ["--data", str(data), "--listen", "127.0.0.1:8099", "--tls-listen", "127.0.0.1:8098"]
+    tls = ["--tls-cert", str(tls_ca.cert), "--tls-key", str(tls_ca.key)]
+    r = run_withcache("nginx-config", *args, *tls)
+    assert r.returncode == 0, r.stderr
+    assert "listen 127.0.0.1:8099;" in r.stdout and "listen 127.0.0.1:8098 ssl;" in r.stdout
+    assert f"ssl_certificate {tls_ca.cert};" in r.stdout
+    Layout(data).ensure()
+    (tmp_path / "withcache.conf").write_text(r.stdout)
+    main_conf = tmp_path / "nginx.conf"
+    main_conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n include {tmp_path}/withcache.conf;\n}}\n"
+    )
+    nginx.check(main_conf)
+    default = run_withcache("nginx-config", "--data", str(data), *tls).stdout
+    assert "listen 8080;" in default and "listen 8443 ssl;" in default
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tls-cert", "{cert}"], "--tls-cert and --tls-key go together"),
+        (["--tls-key", "{key}"], "--tls-cert and --tls-key go together"),
+        (["--tls-listen", "8443"], "--tls-listen needs --tls-cert and --tls-key"),
+        (["--tls-cert", "/nonexistent.pem", "--tls-key", "{key}"], "/nonexistent.pem: no such"),
+        (["--tls-cert", "{cert}", "--tls-key", "{key}", "--tls-listen", "x"], "HOST:PORT"),
+        (["--tls-cert", "{key}", "--tls-key", "{cert}"], "nginx -t failed"),  # swapped
+    ],
+)
+def test_bad_tls_options_are_one_clear_error_and_change_nothing(
+    args: list[str], message: str, tmp_path: Path, tls_ca: CA
+) -> None:
+    tmp_path.chmod(0o755)  # nginx's workers must get through, run as root or not
+    data = tmp_path / "data"
+    assert run_withcache("serve", "--check-only", "--data", str(data)).returncode == 0
+    conf = data / "run" / "nginx.conf"
+    before = conf.read_text()
+    argv = [a.format(cert=tls_ca.cert, key=tls_ca.key) for a in args]
+    r = run_withcache("serve", "--check-only", "--data", str(data), *argv)
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    if "nginx -t" not in message:  # refused before anything was written
+        assert conf.read_text() == before
+    r = run_withcache("nginx-config", "--data", str(data), *argv)
+    assert r.returncode == (0 if "nginx -t" in message else 2)

@@ -37,15 +37,22 @@ TOOLS = ["curl", "wget"]
 # The stand-in for curl and wget. Probes are recognised by their first argument
 # (curl -q, wget --no-config). FAKE_MODE: all = every probe 200; none = 404;
 # down = unreachable; query = 404 for the first FAKE_FIRST probes (the
-# query-less keys), 200 after (the keep-query second round).
+# query-less keys), 200 after (the keep-query second round); FAKE_SERVERS, when
+# set, overrides it per server: "BASE=MODE BASE=MODE". A real run (not a probe)
+# appends its argv to FAKE_RUNS (NUL-separated, each run ended by "\1\0") and
+# exits with FAKE_EXIT when it was pointed at the cache, else 0.
 FAKE = r"""#!/bin/sh
 case ${0##*/}:$1 in
 curl:-q | wget:--no-config)
 	for a do
 		case $a in http://* | https://*) ;; *) continue ;; esac
 		printf '%s\0' "$a" >>"$FAKE_LOG"
+		mode=$FAKE_MODE
+		for s in ${FAKE_SERVERS-}; do
+			case $a in "${s%%=*}"/*) mode=${s#*=} ;; esac
+		done
 		code=404
-		case $FAKE_MODE in
+		case $mode in
 		all) code=200 ;;
 		down) code=000 ;;
 		query)
@@ -64,16 +71,19 @@ curl:-q | wget:--no-config)
 	done
 	exit 0 ;;
 esac
-printf '%s\0' "$@"
+printf '%s\0' "$@" >>"$FAKE_RUNS"
+printf '\1\0' >>"$FAKE_RUNS"
+case "$*" in *"$FAKE_CACHE"*) exit "${FAKE_EXIT:-0}" ;; esac
 """
 
 
 @dataclass
 class Run:
-    argv: list[str]  # what the real tool was exec'd with
+    argv: list[str]  # what the real tool ran with (the first run)
     probes: list[str]  # the cache URLs the shim HEADed
     returncode: int
     stderr: str
+    runs: list[list[str]]  # every run of the real tool, in order
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +112,20 @@ def run(
     mode: str = "all",
     server: str | None = SERVER,
     log_name: str = "probes.log",
+    cwd: Path | None = None,
     **env: str,
 ) -> Run:
     log = fakes / log_name
     log.write_bytes(b"")
+    runs = fakes / f"{log_name}.runs"
+    runs.write_bytes(b"")
     Path(f"{log}.n").write_text("0\n")
     e = {
         "PATH": os.environ["PATH"],
         "FAKE_LOG": str(log),
+        "FAKE_RUNS": str(runs),
         "FAKE_MODE": mode,
+        "FAKE_CACHE": "/b/",
         "FAKE_FIRST": str(sum(1 for a in args if cacheable(a))),
         f"REAL_{tool.upper()}": str(fakes / tool),
         "LC_ALL": "C.UTF-8",  # busybox is Unicode-aware then: the harder case
@@ -118,12 +133,16 @@ def run(
     if server is not None:
         e["WITHCACHE_SERVER"] = server
     e.update(env)
-    r = subprocess.run(shim_cmd(shell, tool) + args, env=e, capture_output=True, timeout=60)
+    r = subprocess.run(
+        shim_cmd(shell, tool) + args, env=e, capture_output=True, timeout=60, cwd=cwd
+    )
+    every = [split0(x) for x in runs.read_bytes().split(b"\1\0")[:-1]]
     return Run(
-        argv=split0(r.stdout),
+        argv=every[0] if every else [],
         probes=split0(log.read_bytes()),
         returncode=r.returncode,
         stderr=r.stderr.decode(errors="replace"),
+        runs=every,
     )
 
 
@@ -140,8 +159,16 @@ def has_query(url: str) -> bool:
     return cacheable(url) and bool(keys.parse(url).query)
 
 
+def shim_path(key: str) -> str:
+    """The shim's cache path of a key: keys.cache_path, except that the name is the
+    path's last segment exactly, empty when the path ends in '/' (keys.name says
+    'download' there), so the tools name saved files as they would for the origin."""
+    rest = key.split("?", 1)[0].partition("://")[2]
+    return f"/{keys.token_dir(key)}/{rest[rest.find('/') :].rsplit('/', 1)[-1]}"
+
+
 def cache_url(url: str, keep_query: bool = False) -> str:
-    return SERVER + keys.cache_path(keys.normalize(url, keep_query))
+    return SERVER + shim_path(keys.normalize(url, keep_query))
 
 
 def predicted(url: str, tool: str, mode: str) -> str:
@@ -169,8 +196,18 @@ def predicted_probes(urls: list[str], mode: str) -> list[str]:
 
 
 def lead(tool: str) -> list[str]:
-    # -g: curl takes the URLs literally, so [ ] { } are no glob (tested apart).
-    return ["-g", "-s"] if tool == "curl" else ["-q"]
+    # -g: curl takes the URLs literally, so [ ] { } are no glob (tested apart);
+    # --remote-name-all: every URL to a file, so hits and misses may mix.
+    return ["-g", "-s", "--remote-name-all"] if tool == "curl" else ["-q"]
+
+
+def guard(tool: str, all_hit: bool = True) -> list[str]:
+    """What the shim adds to a command it points at the cache: curl -f (an error
+    page from the cache is a failure, never the body); wget --tries=1 when every
+    URL is the cache's (retrying a broken cache only costs time)."""
+    if tool == "curl":
+        return ["-f"]
+    return ["--tries=1"] if all_hit else []
 
 
 # --- The key vectors ---------------------------------------------------------
@@ -189,11 +226,12 @@ def test_key_vectors(shell: str, tool: str, fakes: Path) -> None:
         if path == "-":
             assert r.argv[-1] == url and r.probes == [], url
             continue
-        want = SERVER + path
+        # The vectors name an empty last segment 'download'; the shim keeps it empty.
+        name = keys.parse(url).path.rsplit("/", 1)[-1]
+        want = SERVER + (path if name else path.removesuffix("download"))
         if tool == "wget" and has_query(url):
             want += "?" + keys.parse(url).query  # type: ignore[operator]
-        assert r.argv[-1] == want, url
-        assert r.argv[:-1] == lead(tool)
+        assert r.argv == [*lead(tool), want, *guard(tool)], url
 
 
 # --- Hypothesis: >= 500 URLs per shell and tool --------------------------------
@@ -276,7 +314,9 @@ def test_rewritten_argv_matches_keys(fakes: Path) -> None:
         where = f"{shell} {tool} {mode}"
         assert r.returncode == 0, (where, r.stderr)
         assert r.probes == predicted_probes(urls, mode), where
-        assert r.argv == lead(tool) + [predicted(u, tool, mode) for u in urls], where
+        new = [predicted(u, tool, mode) for u in urls]
+        extra = guard(tool, all(map(cacheable, urls))) if new != urls else []
+        assert r.argv == lead(tool) + new + extra, where
 
     @DIFF
     @given(batch=URL_ARGS)
@@ -302,6 +342,12 @@ def hit(url: str) -> str:
     return cache_url(url)
 
 
+def guarded(tool: str, argv: list[str]) -> list[str]:
+    """argv with the shim's guard options where it puts them: before '--', else last."""
+    at = argv.index("--") if "--" in argv else len(argv)
+    return argv[:at] + guard(tool) + argv[at:]
+
+
 @pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize(
     "args, want",
@@ -314,23 +360,21 @@ def hit(url: str) -> str:
         (["--url", U, "-o", "out"], ["--url", hit(U), "-o", "out"]),
         (["--url=" + U], ["--url=" + hit(U)]),  # curl >= 8.16 syntax
         (["--output", U2, "--", U], ["--output", U2, "--", hit(U)]),
-        (["--", "-O", U], ["--", "-O", hit(U)]),
+        (["-o", "a", "-o", "b", "--", "-O", U], ["-o", "a", "-o", "b", "--", "-O", hit(U)]),
         (["--referer", U, "--write-out", U2, U], ["--referer", U, "--write-out", U2, hit(U)]),
         (["--outp", U2, U], ["--outp", U2, hit(U)]),  # abbreviation of --output
-        (["--head", U], ["--head", hit(U)]),  # a flag, though a prefix of --header
+        (["--heade", "X: 1", U], ["--heade", "X: 1", hit(U)]),  # ... of --header
         (["-OJ", U, "-O", U2], ["-OJ", hit(U), "-O", hit(U2)]),
         (["-X", "GET", U], ["-X", "GET", hit(U)]),
         (["--expand-url", U, U2], ["--expand-url", U, hit(U2)]),
-        (["-K", "cfg", "ftp://example.org/a", "example.org/a", U], None),
+        (["-w", "%{http_code} %{time_total}", U], ["-w", "%{http_code} %{time_total}", hit(U)]),
     ],
 )
-def test_curl_arguments(shell: str, args: list[str], want: list[str] | None, fakes: Path) -> None:
+def test_curl_arguments(shell: str, args: list[str], want: list[str], fakes: Path) -> None:
     have(shell)
-    if want is None:
-        want = [*args[:-1], hit(args[-1])]
     r = run(shell, "curl", args, fakes)
     assert r.returncode == 0, r.stderr
-    assert r.argv == want
+    assert r.argv == guarded("curl", want)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -351,7 +395,7 @@ def test_wget_arguments(shell: str, args: list[str], want: list[str], fakes: Pat
     have(shell)
     r = run(shell, "wget", args, fakes)
     assert r.returncode == 0, r.stderr
-    assert r.argv == want
+    assert r.argv == guarded("wget", want)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -369,6 +413,29 @@ def test_wget_arguments(shell: str, args: list[str], want: list[str], fakes: Pat
         ("curl", [U, "--url-query", "a=b"]),
         ("curl", ["-s", "https://example.org/f[1-3].bin"]),  # a glob, without -g
         ("curl", ["https://example.org/{a,b}.bin"]),
+        ("curl", ["-K", "cfg", U]),  # options we cannot see
+        ("curl", ["--head", U]),  # prints the origin's headers
+        ("curl", ["-sI", U]),
+        ("curl", ["-X", "HEAD", U]),
+        ("curl", ["-i", U]),
+        ("curl", ["-D", "h.txt", "-o", "f", U]),
+        ("curl", ["-c", "jar", "-o", "f", U]),  # writes the origin's cookies
+        ("curl", ["--etag-save", "e", "-o", "f", U]),
+        ("curl", ["--etag-compare", "e", "-o", "f", U]),
+        ("curl", ["--resolve", "example.org:443:127.0.0.1", U]),  # another server
+        ("curl", ["--connect-to", "::127.0.0.1:8443", U]),
+        ("curl", ["--unix-socket", "/run/x.sock", U]),
+        ("curl", ["-w", "%{url_effective}", U]),  # would print the cache URL
+        ("curl", ["-sSw", "%{remote_ip}:%{remote_port}\\n", "-o", "f", U]),
+        ("curl", ["--write-out", "%header{etag}", U]),
+        ("curl", ["-w", "@fmt.txt", U]),
+        ("curl", ["--fail-with-body", U]),  # an error page to stdout
+        ("curl", ["-o", "f", U, "-o"]),  # a dangling option: curl says so
+        ("wget", ["--save-headers", U]),
+        ("wget", ["-E", U]),  # names by the origin's Content-Type
+        ("wget", ["--max-redirect=0", U]),
+        ("wget", ["-e", "use_proxy=off", U]),
+        ("wget", ["--warc-file=w", U]),
         ("wget", ["-r", U]),
         ("wget", ["-m", U]),
         ("wget", ["-qp", U]),
@@ -428,7 +495,7 @@ def test_no_server_means_no_probe_and_no_parsing(shell: str, tool: str, fakes: P
     assert (r.argv, r.probes) == ([U], [])
     mine = f"{tool.upper()}WITHCACHE_SERVER"
     r = run(shell, tool, [U], fakes, server=None, **{mine: "cache.test:8080//"})
-    assert (r.argv, r.probes) == ([hit(U)], [hit(U)])
+    assert (r.argv, r.probes) == ([hit(U), *guard(tool)], [hit(U)])
 
 
 @pytest.mark.parametrize(
@@ -436,10 +503,142 @@ def test_no_server_means_no_probe_and_no_parsing(shell: str, tool: str, fakes: P
 )
 def test_server_forms(server: str, fakes: Path) -> None:
     r = run("dash", "curl", [U], fakes, server=server)
-    assert r.argv == [hit(U)]
+    assert r.argv == [hit(U), "-f"]
 
 
-def probe_argv(tool: str, tmp_path: Path, **env: str) -> list[str]:
+# --- --proto: never a URL the command forbids ------------------------------------
+
+TLS_SERVER = "https://cache.test:8443"
+
+
+def on(server: str, url: str) -> str:
+    return server + shim_path(keys.normalize(url))
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "proto, servers, want",
+    [
+        # The installers' line (rustup, uv, nvm, Homebrew): http is forbidden.
+        ("=https", SERVER, None),
+        ("=https", TLS_SERVER, TLS_SERVER),
+        ("=https", f"{SERVER} {TLS_SERVER}", TLS_SERVER),  # the http entry is skipped
+        ("=https", f"{TLS_SERVER},{SERVER}", TLS_SERVER),
+        ("-all,+https", SERVER, None),
+        ("-http", SERVER, None),
+        ("-http", f"{SERVER} {TLS_SERVER}", TLS_SERVER),
+        ("https", SERVER, SERVER),  # '+' is the default: adds to "all"
+        ("=http,https", SERVER, SERVER),
+        ("=https,http", SERVER, SERVER),
+        ("=https,-https,+http", TLS_SERVER, None),
+        ("HTTPS,=HTTPS", TLS_SERVER, TLS_SERVER),  # names in any case
+        ("=ftp", TLS_SERVER, None),  # forbids the origin itself: curl refuses it
+        ("=http", TLS_SERVER, None),  # ... (U is https)
+        ("=https,", TLS_SERVER, TLS_SERVER),  # empty names are skipped, as curl does
+        ("=https,*", TLS_SERVER, None),  # curl refuses the list: so does the shim
+        (" =https", TLS_SERVER, None),
+    ],
+)
+def test_proto_decides_which_cache_url_the_command_allows(
+    shell: str, proto: str, servers: str, want: str | None, fakes: Path
+) -> None:
+    have(shell)
+    args = ["--proto", proto, "--tlsv1.2", "-sSf", U]
+    r = run(shell, "curl", args, fakes, server=servers)
+    assert r.returncode == 0, r.stderr
+    if want is None:
+        assert r.argv == args
+        assert [p for p in r.probes if p.startswith(SERVER)] == []
+    else:
+        assert r.argv == [*args[:-1], on(want, U), "-f"]
+
+
+# --- Server lists: tried in order, the first 200 wins -------------------------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("tool", TOOLS)
+def test_servers_are_probed_in_order_until_one_has_it(shell: str, tool: str, fakes: Path) -> None:
+    have(shell)
+    a, b, c = "http://a.test:1", "http://b.test:2", "http://c.test:3"
+    modes = f"{a}=down {b}=none {c}=all"
+    r = run(shell, tool, [U], fakes, server=f"{a}, {b},{c}", FAKE_SERVERS=modes)
+    assert r.probes == [on(a, U), on(b, U), on(c, U)]
+    assert r.argv == [on(c, U), *guard(tool)]
+    # The first 200 wins: the rest is not asked.
+    r = run(shell, tool, [U], fakes, server=f"{c} {a}", FAKE_SERVERS=modes)
+    assert (r.probes, r.argv) == ([on(c, U)], [on(c, U), *guard(tool)])
+    # None has it: untouched.
+    r = run(shell, tool, [U], fakes, server=f"{a} {b}", FAKE_SERVERS=modes)
+    assert (r.probes, r.argv) == ([on(a, U), on(b, U)], [U])
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_each_url_takes_the_first_server_that_has_it(shell: str, fakes: Path) -> None:
+    have(shell)
+    a, b = "http://a.test:1", "http://b.test:2"
+    args = ["-o", "1", "-o", "2", U, U2]
+    # a has nothing, b everything: both URLs move on to b together, in one probe each.
+    r = run(shell, "curl", args, fakes, server=f"{a} {b}", FAKE_SERVERS=f"{a}=none {b}=all")
+    on_a = [on(a, U), on(a, U2), cache_url(U2, True).replace(SERVER, a)]
+    assert r.probes == [*on_a, on(b, U), on(b, U2)]
+    assert r.argv == ["-o", "1", "-o", "2", on(b, U), on(b, U2), "-f"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "servers",
+    [
+        "ftp://cache.test",  # not http(s)
+        "-K/etc/passwd",
+        "-x://evil",  # would be an option of the probe
+        " , ,",
+        "://",
+        "http://",
+        "http:///path",
+        "\t",
+    ],
+)
+def test_garbage_servers_are_skipped(shell: str, servers: str, fakes: Path) -> None:
+    have(shell)
+    r = run(shell, "curl", ["-sS", U], fakes, server=servers)
+    assert (r.returncode, r.argv, r.probes) == (0, ["-sS", U], [])
+    r = run(shell, "curl", ["-sS", U], fakes, server=f"{servers} {SERVER}")
+    assert (r.argv, r.probes) == (["-sS", hit(U), "-f"], [hit(U)])
+
+
+# --- The probe shares the command's TLS and proxy settings ----------------------------
+
+
+@pytest.mark.parametrize(
+    "tool, args, kept",
+    [
+        ("curl", ["--cacert", "ca.pem", "-k", "--tlsv1.3"], "--cacert ca.pem --insecure --tlsv1.3"),
+        ("curl", ["-sSkx", "http://proxy:3128"], "--insecure --proxy http://proxy:3128"),
+        ("curl", ["--capath=/ssl", "-4", "--http2-prior-knowledge"], "--capath /ssl --ipv4"),
+        ("curl", ["-E", "c.pem", "--key", "c.key"], "--cert c.pem --key c.key"),
+        ("curl", ["--pinnedpubkey", "sha256//x", "-o", "f"], "--pinnedpubkey sha256//x"),
+        ("curl", ["--no-sessionid", "--noproxy", "*", "-o", "f"], "--no-sessionid --noproxy *"),
+        ("wget", ["--ca-certificate=ca.pem", "--no-check-certificate"], "--ca-certificate=ca.pem"),
+        ("wget", ["--no-check-certificate"], "--no-check-certificate"),
+        (
+            "wget",
+            ["--ca-directory", "/ssl", "-4", "--no-proxy"],
+            "--ca-directory=/ssl --inet4-only",
+        ),
+    ],
+)
+def test_the_probe_shares_tls_and_proxy_options(
+    tool: str, args: list[str], kept: list[str], tmp_path: Path
+) -> None:
+    """Else its 200 would not hold for the command: a --cacert that does not sign
+    the cache's certificate, a proxy that cannot reach it, HTTP/2 it does not speak."""
+    probe = probe_argv(tool, tmp_path, args=args)
+    assert has(probe, *kept.split()), probe
+    assert "f" not in probe  # output options are the command's own
+
+
+def probe_argv(tool: str, tmp_path: Path, args: list[str] = (), **env: str) -> list[str]:  # type: ignore[assignment]
     """The argv of the shim's probe, through a real tool that records it."""
     log = tmp_path / "argv"
     log.unlink(missing_ok=True)
@@ -449,7 +648,7 @@ def probe_argv(tool: str, tmp_path: Path, **env: str) -> list[str]:
     real.chmod(0o755)
     e = {"PATH": os.environ["PATH"], "WITHCACHE_SERVER": SERVER, f"REAL_{tool.upper()}": str(real)}
     e.update(env)
-    subprocess.run([*shim_cmd("dash", tool), U], env=e, check=True, capture_output=True)
+    subprocess.run([*shim_cmd("dash", tool), *args, U], env=e, check=True, capture_output=True)
     lines = log.read_text().split("\n")
     return lines[: lines.index(hit(U)) + 1]
 

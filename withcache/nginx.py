@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from withcache import keys
-from withcache.errors import NginxError
+from withcache.errors import NginxError, UsageError
 from withcache.indexes.model import PRIVATE_TOKEN_PREFIX, Index
 from withcache.layout import Layout
 
@@ -64,6 +64,33 @@ def templates_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class TLS:
+    """A certificate and key for the https listeners, which serve the same tree as the
+    http ones: shims that forbid http (`curl --proto =https`) can still hit the cache."""
+
+    cert: Path
+    key: Path
+    listen: Sequence[str] = ("8443",)
+
+
+def tls_settings(cert: Path | None, key: Path | None, listen: Sequence[str] = ()) -> TLS | None:
+    """--tls-cert/--tls-key/--tls-listen as given -> TLS, or None without a certificate.
+    Files are checked here, so a typo is one clear line rather than nginx's words."""
+    if cert is None and key is None:
+        if listen:
+            raise UsageError("--tls-listen needs --tls-cert and --tls-key")
+        return None
+    if cert is None or key is None:
+        raise UsageError("--tls-cert and --tls-key go together")
+    for opt, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not path.is_file():
+            raise UsageError(f"{opt} {path}: no such file")
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"{opt} {path}: not readable")
+    return TLS(cert.resolve(), key.resolve(), tuple(listen) or ("8443",))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the templates need; absolute paths only (nginx resolves relative ones
     against its prefix, not our working directory)."""
@@ -78,6 +105,7 @@ class Settings:
     indexes: tuple[Index, ...] = ()  # the private indexes (state/indexes.json)
     max_upload: int = DEFAULT_MAX_UPLOAD  # bytes; nginx answers 413 above it
     mirrors: Sequence[Mirror] = ()  # the manifests' mirrors: fall-through ones get locations
+    tls: TLS | None = None
 
     def context(self) -> dict[str, object]:
         root = self.layout.root.resolve()
@@ -89,6 +117,9 @@ class Settings:
             "access_log": lay.access_log,
             "error_log": self.error_log,
             "listen": [listen_directive(a) for a in self.listen],
+            "tls_listen": [listen_directive(a) for a in self.tls.listen] if self.tls else [],
+            "tls_cert": self.tls.cert if self.tls else None,
+            "tls_key": self.tls.key if self.tls else None,
             "user": self.user,
             "workers": self.workers,
             "server_name": self.server_name,

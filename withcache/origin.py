@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,9 +50,12 @@ class _Server(ThreadingHTTPServer):
 
 
 class Origin:
-    """ThreadingHTTPServer on 127.0.0.1:0; `add()` returns the full URL of a route."""
+    """ThreadingHTTPServer on 127.0.0.1:0; `add()` returns the full URL of a route.
+    With `tls` (a server SSLContext) it speaks https, as most vendors do."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.routes: dict[str, Route] = {}
         self.requests: list[Seen] = []
         self.lock = threading.Lock()
@@ -71,8 +75,14 @@ class Origin:
 
         self.server = _Server((host, port), Handler)
         self.server.daemon_threads = True
+        if tls is not None:
+            # The handshake happens on the handler's first read, in its own thread,
+            # so a client that never speaks cannot stall the accept loop.
+            self.server.socket = tls.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self.server.server_address[1]
-        self.base = f"http://{host}:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://{host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -113,12 +123,14 @@ class Origin:
             return
         if route.delay:
             time.sleep(route.delay)
-        if route.status != 200:
+        if route.status != 200:  # errors and redirects: their headers and body as given
             h.send_response(route.status)
-            h.send_header("Content-Length", "0")
+            h.send_header("Content-Length", str(len(route.body)))
             for k, v in route.headers.items():
                 h.send_header(k, v)
             h.end_headers()
+            if not head:
+                h.wfile.write(route.body)
             return
         body, start, status = route.body, 0, 200
         rng = h.headers.get("Range")

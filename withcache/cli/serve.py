@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from withcache import edge, nginx, role
@@ -62,6 +63,19 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="largest upload to a private index, e.g. 500M, 2G (default 2G); nginx answers 413",
     )
+    p.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="FILE",
+        help="serve the same tree over https too, with this PEM certificate (chain)",
+    )
+    p.add_argument("--tls-key", type=Path, metavar="FILE", help="the certificate's PEM key")
+    p.add_argument(
+        "--tls-listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="https address, repeatable (default with --tls-cert: 8443 on every interface)",
+    )
     _edge_options(p)
 
 
@@ -95,6 +109,7 @@ def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Setting
         indexes=indexes,
         max_upload=args.max_upload,
         mirrors=_mirrors(args),
+        tls=nginx.tls_settings(args.tls_cert, args.tls_key, args.tls_listen or ()),
     )
 
 
@@ -116,8 +131,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     Started as root, nginx's workers run as --user after checking that this user
     can read www/. The access log goes to DATA/log/access.log for `withcache watch`.
 
+    With --tls-cert/--tls-key the same tree is served over https as well
+    (--tls-listen, default 8443), for shims told WITHCACHE_SERVER=https://HOST:8443.
+
     example:
       withcache serve --data /srv/withcache --listen 0.0.0.0:8080
+      withcache serve --data /srv/withcache --tls-cert cache.pem --tls-key cache.key
     """
     nginx.nginx_binary()  # first: a missing nginx is the likeliest problem on a new host
     if args.edge:
@@ -139,6 +158,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"{conf}: ok")
         return 0
     listen = ", ".join(s.listen)
+    if s.tls:
+        listen += ", https on " + ", ".join(s.tls.listen)
     log = lay.access_log.resolve()
     print(
         f"withcache: serving {lay.www.resolve()} on {listen}; access log {log}",
@@ -157,7 +178,8 @@ def cmd_nginx_config(args: argparse.Namespace) -> int:
     """Print a server block to include in a system nginx (/etc/nginx/conf.d/).
 
     It names the access log the watcher must follow. Check the result with
-    `nginx -t` before reloading.
+    `nginx -t` before reloading. --tls-cert/--tls-key add https listeners
+    (--tls-listen, default 8443) serving the same tree.
 
     example:
       withcache nginx-config --data /srv/withcache --listen 80 \\
