@@ -433,7 +433,9 @@ def test_wget_arguments(shell: str, args: list[str], want: list[str], fakes: Pat
         ("curl", ["-o", "f", U, "-o"]),  # a dangling option: curl says so
         ("wget", ["--save-headers", U]),
         ("wget", ["-E", U]),  # names by the origin's Content-Type
-        ("wget", ["--max-redirect=0", U]),
+        ("wget", ["--max-redirect=0", U]),  # plain wget may stop at a redirect
+        ("wget", ["--max-redirect", "2", U]),
+        ("curl", ["-L", "--max-redirs", "0", U]),
         ("wget", ["-e", "use_proxy=off", U]),
         ("wget", ["--warc-file=w", U]),
         ("wget", ["-r", U]),
@@ -454,6 +456,56 @@ def test_no_plain_download_is_left_alone(
     r = run(shell, tool, args, fakes)
     assert r.returncode == 0, r.stderr
     assert (r.argv, r.probes) == (args, [])
+
+
+# --- curl --next segments, wget -i URL ------------------------------------------------
+
+U3 = "https://example.org/dir/c.iso"
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("sep", ["--next", "-:"])
+def test_next_segments_are_handled_one_by_one(shell: str, sep: str, fakes: Path) -> None:
+    """A segment that sends data is left alone; the plain GETs around it are not.
+    Each segment has its own options: -f goes to the end of each re-pointed one."""
+    have(shell)
+    args = ["-o", "a", U, sep, "-d", "x=1", U2, sep, "-sO", U3]
+    r = run(shell, "curl", args, fakes)
+    assert r.argv == ["-o", "a", hit(U), "-f", sep, "-d", "x=1", U2, sep, "-sO", hit(U3), "-f"]
+    assert r.probes == [hit(U), hit(U3)]  # the data segment is not even probed
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_segment_options_do_not_leak_into_the_next(shell: str, fakes: Path) -> None:
+    have(shell)
+    args = ["--proto", "=https", "-O", U, "--next", "-O", U3, "--next", "-sI", U2]
+    r = run(shell, "curl", args, fakes)  # an http cache: only the middle one may use it
+    assert r.argv == ["--proto", "=https", "-O", U, "--next", "-O", hit(U3), "-f", *args[-3:]]
+    assert r.probes == [hit(U3)]
+    # A stdout segment is re-pointed only when all of its URLs hit: with a miss
+    # among them, -f would turn the origin's own error page into a failure.
+    r = run(shell, "curl", ["-s", U, U3, "--next", "-O", U2], fakes, mode="none")
+    assert r.argv == ["-s", U, U3, "--next", "-O", U2]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "args, want",
+    [
+        (["-i", U], ["-i", hit(U)]),  # the list itself comes from the cache
+        (["--input-file=" + U], ["--input-file=" + hit(U)]),
+        (["-qi" + U], ["-qi" + hit(U)]),
+        (["-i", "list.txt", U], ["-i", "list.txt", hit(U)]),  # a local list: its URL only
+        (["-F", "-i", U], None),  # HTML: relative links would resolve against the cache
+        (["-F", "-B", U2, "-i", U], ["-F", "-B", U2, "-i", hit(U)]),
+    ],
+)
+def test_wget_input_file_url_uses_the_cache(
+    shell: str, args: list[str], want: list[str] | None, fakes: Path
+) -> None:
+    have(shell)
+    r = run(shell, "wget", args, fakes)
+    assert r.argv == (want or args)  # no --tries=1: the list's own URLs go to the origin
 
 
 # --- Probe outcomes --------------------------------------------------------------

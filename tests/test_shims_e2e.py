@@ -221,9 +221,9 @@ def test_several_urls_in_one_curl_each_from_where_it_is(
     cache.plant(one, CACHED + b"1")
     cache.plant(three, CACHED + b"3")
     args = ["-fsS", "-o", "1", "-o", "2", "-o", "3", one, two, three]
-    r = run([*shim("curl"), *args], tmp_path, env_for(home, cache.url))
+    r = run([*shim("curl"), *args], tmp_path / "w", env_for(home, cache.url))
     assert r.returncode == 0, r.stderr
-    got = [(tmp_path / n).read_bytes() for n in "123"]
+    got = [(tmp_path / "w" / n).read_bytes() for n in "123"]
     assert got == [CACHED + b"1", ORIGINAL + b"2", CACHED + b"3"]
     assert [s.path for s in origin.requests] == ["/b/two.bin"]
     heads = [e["status"] for e in log(cache) if e["method"] == "HEAD"]
@@ -298,3 +298,117 @@ def test_an_origin_404_gives_the_same_exit_status_and_files(
     assert plain.returncode == shimmed.returncode == status
     assert tree(tmp_path / "shim") == tree(tmp_path / "plain")
     assert plain.stderr == shimmed.stderr
+
+
+# --- Names of URLs ending in '/', --next, wget -i URL, redirect limits ------------------
+
+
+def plain_and_shim(
+    cmd: list[str], tmp_path: Path, home: Path, cache: Cache, origin: Origin, shell: str = "dash"
+) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str], int]:
+    """Run `cmd` with the real tool, then through the shim, each in a directory of
+    its own; also say how many requests the shim's run made to the origin."""
+    tool, *args = cmd
+    real = shutil.which(tool)
+    assert real
+    plain = run([real, *args], tmp_path / "plain", env_for(home, None))
+    asked = len(origin.requests)
+    shimmed = run([*shim(tool, shell), *args], tmp_path / "shim", env_for(home, cache.url))
+    return plain, shimmed, len(origin.requests) - asked
+
+
+@pytest.mark.parametrize("shell", ["dash", "busybox"])
+@pytest.mark.parametrize(
+    "cmd, path, status, saved",
+    [
+        (["curl", "-fsSO"], "/dir/", 23, []),  # "Remote file name has no length"
+        (["curl", "-fsS", "-o", "out"], "/dir/", 0, ["out"]),
+        (["curl", "-fsS", "--remote-name-all", "-o", "x"], "/dir/", 0, ["x"]),
+        (["wget", "-q"], "/dir/", 0, ["index.html"]),
+        (["wget", "-q"], "", 0, ["index.html"]),  # https://get.example.com
+        (["wget", "-q"], "/dir/?os=linux", 0, ["index.html?os=linux"]),
+        (["wget", "-q", "-P", "d"], "/dir/", 0, ["d/index.html"]),
+        (["wget", "-q", "--default-page=setup.sh"], "/", 0, ["setup.sh"]),
+    ],
+)
+def test_urls_ending_in_a_slash_save_what_plain_tools_save(
+    shell: str,
+    cmd: list[str],
+    path: str,
+    status: int,
+    saved: list[str],
+    cache: Cache,
+    origin: Origin,
+    tmp_path: Path,
+    home: Path,
+) -> None:
+    body = b"an installer script\n"
+    serve(origin, path.split("?")[0] or "/", body)
+    url = origin.base + path
+    cache.plant(url, body)
+    plain, shimmed, asked = plain_and_shim([*cmd, url], tmp_path, home, cache, origin, shell)
+    assert plain.returncode == shimmed.returncode == status, (plain.stderr, shimmed.stderr)
+    assert tree(tmp_path / "shim") == tree(tmp_path / "plain")
+    assert sorted(tree(tmp_path / "plain")) == saved
+    assert asked == 0  # the shim's run never reached the origin
+
+
+def test_next_segments_each_go_where_they_can(
+    cache: Cache, origin: Origin, tmp_path: Path, home: Path
+) -> None:
+    one = serve(origin, "/a/one.bin", ORIGINAL + b"1")
+    form = serve(origin, "/api/upload", b"accepted")
+    three = serve(origin, "/c/three.bin", ORIGINAL + b"3")
+    cache.plant(one, CACHED + b"1")
+    cache.plant(three, CACHED + b"3")
+    cache.plant(form, b"never served")  # a POST is never re-pointed, cached or not
+    args = ["-sS", "-o", "1", one, "--next", "-d", "x=1", "-o", "2", form]
+    args += ["--next", "-sS", "-o", "3", three]
+    r = run([*shim("curl"), *args], tmp_path / "w", env_for(home, cache.url))
+    assert r.returncode == 0, r.stderr
+    got = [(tmp_path / "w" / n).read_bytes() for n in "123"]
+    assert got == [CACHED + b"1", b"accepted", CACHED + b"3"]
+    assert [(s.method, s.path) for s in origin.requests] == [("POST", "/api/upload")]
+
+
+def test_wget_input_file_url_is_read_from_the_cache(
+    cache: Cache, origin: Origin, tmp_path: Path, home: Path
+) -> None:
+    files = [serve(origin, f"/pkgs/p{i}.tar.gz", ORIGINAL + bytes([48 + i])) for i in (1, 2)]
+    listing = ("\n".join(files) + "\n").encode()
+    # As raw.githubusercontent.com and most servers send a list (sent as text/html,
+    # wget would parse it as a page: README, known differences).
+    text = {"Content-Type": "text/plain"}
+    list_url = serve(origin, "/pkgs/list.txt", listing, headers=text)
+    cache.plant(list_url, listing)
+    plain, shimmed, _ = plain_and_shim(
+        ["wget", "-q", "-i", list_url], tmp_path, home, cache, origin
+    )
+    assert plain.returncode == shimmed.returncode == 0, shimmed.stderr
+    assert tree(tmp_path / "shim") == tree(tmp_path / "plain")
+    assert sorted(tree(tmp_path / "shim")) == ["list.txt", "p1.tar.gz", "p2.tar.gz"]
+    asked = [s.path for s in origin.requests]
+    files = ["/pkgs/p1.tar.gz", "/pkgs/p2.tar.gz"]
+    assert asked == ["/pkgs/list.txt", *files, *files]  # the shim's run: no list
+    assert [e["status"] for e in log(cache) if e["method"] == "GET"] == [200]
+
+
+@pytest.mark.parametrize(
+    "cmd, status",
+    [
+        (["wget", "-q", "--max-redirect=0"], 8),  # "0 redirections exceeded"
+        (["curl", "-fsSL", "--max-redirs", "0", "-O"], 47),
+    ],
+)
+def test_redirect_limits_behave_as_plain(
+    cmd: list[str], status: int, cache: Cache, origin: Origin, tmp_path: Path, home: Path
+) -> None:
+    """The origin redirects; the cache holds what that URL leads to. A command
+    that forbids following must fail as it would have without the shim."""
+    target = serve(origin, "/releases/v2/tool.tar.gz", ORIGINAL)
+    url = serve(origin, "/releases/latest/tool.tar.gz", b"", status=302)
+    origin.routes["/releases/latest/tool.tar.gz"].headers["Location"] = target
+    cache.plant(url, ORIGINAL)
+    plain, shimmed, _ = plain_and_shim([*cmd, url], tmp_path, home, cache, origin)
+    assert plain.returncode == shimmed.returncode == status, (plain.stderr, shimmed.stderr)
+    assert tree(tmp_path / "shim") == tree(tmp_path / "plain")
