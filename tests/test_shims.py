@@ -201,12 +201,13 @@ def lead(tool: str) -> list[str]:
     return ["-g", "-s", "--remote-name-all"] if tool == "curl" else ["-q"]
 
 
-def guard(tool: str, all_hit: bool = True) -> list[str]:
+def guard(tool: str, all_hit: bool = True, transfers: int = 1) -> list[str]:
     """What the shim adds to a command it points at the cache: curl -f (an error
-    page from the cache is a failure, never the body); wget --tries=1 when every
-    URL is the cache's (retrying a broken cache only costs time)."""
+    page from the cache is a failure, never the body) and, with several transfers,
+    --fail-early (a later success would hide it); wget --tries=1 when every URL is
+    the cache's (retrying a broken cache only costs time)."""
     if tool == "curl":
-        return ["-f"]
+        return ["-f", "--fail-early"] if transfers > 1 else ["-f"]
     return ["--tries=1"] if all_hit else []
 
 
@@ -315,7 +316,7 @@ def test_rewritten_argv_matches_keys(fakes: Path) -> None:
         assert r.returncode == 0, (where, r.stderr)
         assert r.probes == predicted_probes(urls, mode), where
         new = [predicted(u, tool, mode) for u in urls]
-        extra = guard(tool, all(map(cacheable, urls))) if new != urls else []
+        extra = guard(tool, all(map(cacheable, urls)), len(urls)) if new != urls else []
         assert r.argv == lead(tool) + new + extra, where
 
     @DIFF
@@ -342,39 +343,44 @@ def hit(url: str) -> str:
     return cache_url(url)
 
 
-def guarded(tool: str, argv: list[str]) -> list[str]:
+def guarded(tool: str, argv: list[str], transfers: int = 1) -> list[str]:
     """argv with the shim's guard options where it puts them: before '--', else last."""
     at = argv.index("--") if "--" in argv else len(argv)
-    return argv[:at] + guard(tool) + argv[at:]
+    return argv[:at] + guard(tool, transfers=transfers) + argv[at:]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize(
-    "args, want",
+    "args, want, n",
     [
-        (["-x", PROXY, U], ["-x", PROXY, hit(U)]),
-        (["--proxy", PROXY, "-e", U2, U], ["--proxy", PROXY, "-e", U2, hit(U)]),
-        (["-H", f"Referer: {U}", "-A", U, U2], ["-H", f"Referer: {U}", "-A", U, hit(U2)]),
-        (["-sSLo", U, U2], ["-sSLo", U, hit(U2)]),  # -o takes U as its file
-        (["-sSLofile", U], ["-sSLofile", hit(U)]),  # value glued to the cluster
-        (["--url", U, "-o", "out"], ["--url", hit(U), "-o", "out"]),
-        (["--url=" + U], ["--url=" + hit(U)]),  # curl >= 8.16 syntax
-        (["--output", U2, "--", U], ["--output", U2, "--", hit(U)]),
-        (["-o", "a", "-o", "b", "--", "-O", U], ["-o", "a", "-o", "b", "--", "-O", hit(U)]),
-        (["--referer", U, "--write-out", U2, U], ["--referer", U, "--write-out", U2, hit(U)]),
-        (["--outp", U2, U], ["--outp", U2, hit(U)]),  # abbreviation of --output
-        (["--heade", "X: 1", U], ["--heade", "X: 1", hit(U)]),  # ... of --header
-        (["-OJ", U, "-O", U2], ["-OJ", hit(U), "-O", hit(U2)]),
-        (["-X", "GET", U], ["-X", "GET", hit(U)]),
-        (["--expand-url", U, U2], ["--expand-url", U, hit(U2)]),
-        (["-w", "%{http_code} %{time_total}", U], ["-w", "%{http_code} %{time_total}", hit(U)]),
+        (["-x", PROXY, U], ["-x", PROXY, hit(U)], 1),
+        (["--proxy", PROXY, "-e", U2, U], ["--proxy", PROXY, "-e", U2, hit(U)], 1),
+        (["-H", f"Referer: {U}", "-A", U, U2], ["-H", f"Referer: {U}", "-A", U, hit(U2)], 1),
+        (["-sSLo", U, U2], ["-sSLo", U, hit(U2)], 1),  # -o takes U as its file
+        (["-sSLofile", U], ["-sSLofile", hit(U)], 1),  # value glued to the cluster
+        (["--url", U, "-o", "out"], ["--url", hit(U), "-o", "out"], 1),
+        (["--url=" + U], ["--url=" + hit(U)], 1),  # curl >= 8.16 syntax
+        (["--output", U2, "--", U], ["--output", U2, "--", hit(U)], 1),
+        (["-o", "a", "-o", "b", "--", "-O", U], ["-o", "a", "-o", "b", "--", "-O", hit(U)], 2),
+        (["--referer", U, "--write-out", U2, U], ["--referer", U, "--write-out", U2, hit(U)], 1),
+        (["--outp", U2, U], ["--outp", U2, hit(U)], 1),  # abbreviation of --output
+        (["--heade", "X: 1", U], ["--heade", "X: 1", hit(U)], 1),  # ... of --header
+        (["-OJ", U, "-O", U2], ["-OJ", hit(U), "-O", hit(U2)], 2),
+        (["-X", "GET", U], ["-X", "GET", hit(U)], 1),
+        (
+            ["-o", "a", "-o", "b", "--expand-url", U, U2],
+            ["-o", "a", "-o", "b", "--expand-url", U, hit(U2)],
+            2,
+        ),
+        (["-w", "%{http_code} %{time_total}", U], ["-w", "%{http_code} %{time_total}", hit(U)], 1),
     ],
 )
-def test_curl_arguments(shell: str, args: list[str], want: list[str], fakes: Path) -> None:
+def test_curl_arguments(shell: str, args: list[str], want: list[str], n: int, fakes: Path) -> None:
+    """n: how many transfers the command makes ("-O" after "--" is a URL to curl)."""
     have(shell)
     r = run(shell, "curl", args, fakes)
     assert r.returncode == 0, r.stderr
-    assert r.argv == guarded("curl", want)
+    assert r.argv == guarded("curl", want, n)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -471,7 +477,8 @@ def test_next_segments_are_handled_one_by_one(shell: str, sep: str, fakes: Path)
     have(shell)
     args = ["-o", "a", U, sep, "-d", "x=1", U2, sep, "-sO", U3]
     r = run(shell, "curl", args, fakes)
-    assert r.argv == ["-o", "a", hit(U), "-f", sep, "-d", "x=1", U2, sep, "-sO", hit(U3), "-f"]
+    want = ["-o", "a", hit(U), "-f", "--fail-early", sep, "-d", "x=1", U2, sep, "-sO", hit(U3)]
+    assert r.argv == [*want, "-f"]
     assert r.probes == [hit(U), hit(U3)]  # the data segment is not even probed
 
 
@@ -480,7 +487,8 @@ def test_segment_options_do_not_leak_into_the_next(shell: str, fakes: Path) -> N
     have(shell)
     args = ["--proto", "=https", "-O", U, "--next", "-O", U3, "--next", "-sI", U2]
     r = run(shell, "curl", args, fakes)  # an http cache: only the middle one may use it
-    assert r.argv == ["--proto", "=https", "-O", U, "--next", "-O", hit(U3), "-f", *args[-3:]]
+    want = ["--proto", "=https", "-O", U, "--next", "-O", hit(U3), "-f", "--fail-early"]
+    assert r.argv == [*want, *args[-3:]]
     assert r.probes == [hit(U3)]
     # A stdout segment is re-pointed only when all of its URLs hit: with a miss
     # among them, -f would turn the origin's own error page into a failure.
@@ -506,6 +514,38 @@ def test_wget_input_file_url_uses_the_cache(
     have(shell)
     r = run(shell, "wget", args, fakes)
     assert r.argv == (want or args)  # no --tries=1: the list's own URLs go to the origin
+
+
+# --- A transfer the cache fails: run again against the origin, or fail loudly ------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "tool, args, status, again",
+    [
+        ("curl", ["-sS", "-o", "out", U], 22, True),  # HTTP error from the cache
+        ("curl", ["-sSO", U], 18, True),  # a short body
+        ("curl", ["-sS", "-o", "out", U], 23, False),  # a write error: the command's own
+        ("curl", ["-sS", "-o", "out", U], 143, False),  # killed by a signal
+        ("curl", ["-sS", U], 22, False),  # stdout: cannot be taken back
+        ("wget", ["-q", "-O", "out", U], 8, True),
+        ("wget", ["-q", U], 4, True),
+        ("wget", ["-q", U], 3, False),  # a file I/O error
+        ("wget", ["-qO-", U], 8, False),
+    ],
+)
+def test_a_failed_transfer_from_the_cache(
+    shell: str, tool: str, args: list[str], status: int, again: bool, fakes: Path
+) -> None:
+    have(shell)
+    r = run(shell, tool, args, fakes, FAKE_EXIT=str(status))
+    assert r.runs[0] == guarded(tool, [*args[:-1], hit(U)])
+    if again:  # the second run is the command exactly as typed, and it decides
+        assert (r.runs[1:], r.returncode) == ([args], 0)
+        assert "running the command again against the origin" in r.stderr
+    else:
+        assert (len(r.runs), r.returncode) == (1, status)
+        assert ("not run again" in r.stderr) == (status in (22, 8))
 
 
 # --- Probe outcomes --------------------------------------------------------------
@@ -634,7 +674,7 @@ def test_each_url_takes_the_first_server_that_has_it(shell: str, fakes: Path) ->
     r = run(shell, "curl", args, fakes, server=f"{a} {b}", FAKE_SERVERS=f"{a}=none {b}=all")
     on_a = [on(a, U), on(a, U2), cache_url(U2, True).replace(SERVER, a)]
     assert r.probes == [*on_a, on(b, U), on(b, U2)]
-    assert r.argv == ["-o", "1", "-o", "2", on(b, U), on(b, U2), "-f"]
+    assert r.argv == ["-o", "1", "-o", "2", on(b, U), on(b, U2), "-f", "--fail-early"]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
