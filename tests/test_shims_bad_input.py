@@ -24,7 +24,7 @@ from tests.origin import Origin
 from tests.test_shims import SHELLS, U, fakes, have, run, shim_cmd  # noqa: F401 (a fixture)
 from tests.test_shims_e2e import CACHED, ORIGINAL, env_for, log, serve, shim, tree
 from tests.tls import CA
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 TIMEOUT = 0.5
 

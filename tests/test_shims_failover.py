@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import Cache, free_port, start_nginx, stop_nginx
 from tests.origin import Origin
 from tests.test_shims_e2e import CACHED, ORIGINAL, env_for, log, run, serve, shim, tree
-from withcache.settings import Layout
+from withcache.layout import Layout
 
 TIMEOUT = "0.5"  # WITHCACHE_TIMEOUT: what a host that never answers may cost
 
