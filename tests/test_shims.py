@@ -38,7 +38,8 @@ TOOLS = ["curl", "wget"]
 # (curl -q, wget --no-config). FAKE_MODE: all = every probe 200; none = 404;
 # down = unreachable; query = 404 for the first FAKE_FIRST probes (the
 # query-less keys), 200 after (the keep-query second round); FAKE_SERVERS, when
-# set, overrides it per server: "BASE=MODE BASE=MODE". A real run (not a probe)
+# set, overrides it per server: "BASE=MODE BASE=MODE"; FAKE_REDIRECT, when set, is
+# the X-Withcache-Redirect the cache sends ("HOPS SCHEME NAME"). A real run (not a probe)
 # appends its argv to FAKE_RUNS (NUL-separated, each run ended by "\1\0") and
 # exits with FAKE_EXIT when it was pointed at the cache, else 0.
 FAKE = r"""#!/bin/sh
@@ -60,13 +61,16 @@ curl:-q | wget:--no-config)
 			echo $((n + 1)) >"$FAKE_LOG.n"
 			[ "$n" -ge "$FAKE_FIRST" ] && code=200 ;;
 		esac
-		if [ "$1" = -q ]; then
-			echo "$code"
-			[ $code = 000 ] && exit 7
+		if [ "$1" = -q ]; then  # -D - and -w '\n=wc=%{http_code}\n', as curl prints them
+			if [ $code = 000 ]; then printf '\n=wc=000\n'; exit 7; fi
+			printf 'HTTP/1.1 %s Whatever\r\nServer: fake\r\n' "$code"
+			[ -n "${FAKE_REDIRECT-}" ] && printf 'X-Withcache-Redirect: %s\r\n' "$FAKE_REDIRECT"
+			printf '\r\n\n=wc=%s\n' "$code"
 		else
 			[ $code = 000 ] && exit 4
 			echo "  HTTP/1.1 $code Whatever" >&2
 			echo "  Server: fake" >&2
+			[ -n "${FAKE_REDIRECT-}" ] && echo "  X-Withcache-Redirect: $FAKE_REDIRECT" >&2
 		fi
 	done
 	exit 0 ;;
@@ -345,6 +349,13 @@ def hit(url: str) -> str:
     return cache_url(url)
 
 
+TLS_SERVER = "https://cache.test:8443"
+
+
+def on(server: str, url: str) -> str:
+    return server + shim_path(keys.normalize(url))
+
+
 def guarded(tool: str, argv: list[str], transfers: int = 1) -> list[str]:
     """argv with the shim's guard options where it puts them: before '--', else last."""
     at = argv.index("--") if "--" in argv else len(argv)
@@ -443,9 +454,6 @@ def test_wget_arguments(shell: str, args: list[str], want: list[str], fakes: Pat
         ("curl", ["-o", "f", U, "-o"]),  # a dangling option: curl says so
         ("wget", ["--save-headers", U]),
         ("wget", ["-E", U]),  # names by the origin's Content-Type
-        ("wget", ["--max-redirect=0", U]),  # plain wget may stop at a redirect
-        ("wget", ["--max-redirect", "2", U]),
-        ("curl", ["-L", "--max-redirs", "0", U]),
         ("wget", ["-e", "use_proxy=off", U]),
         ("wget", ["--warc-file=w", U]),
         ("wget", ["-r", U]),
@@ -518,6 +526,54 @@ def test_wget_input_file_url_uses_the_cache(
     have(shell)
     r = run(shell, "wget", args, fakes)
     assert r.argv == (want or args)  # no --tries=1: the list's own URLs go to the origin
+
+
+# --- The origin's redirects, as the cache recorded them (X-Withcache-Redirect) -------------
+
+CACHED_TOOL = hit(U).rsplit("/", 1)[0]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "tool, args, redirect, want",
+    [
+        ("curl", ["-sS", "-o", "f"], "", hit(U)),  # no redirect at the origin: any curl
+        ("curl", ["-sS", "-o", "f"], "1 https a.tar.gz", None),  # no -L: plain stops there
+        ("curl", ["-sSL", "-o", "f"], "1 https a.tar.gz", hit(U)),
+        ("curl", ["-sS", "--location-trusted", "-o", "f"], "3 http x", hit(U)),
+        ("curl", ["-sSL", "--no-location", "-o", "f"], "1 https x", None),
+        ("curl", ["-sSL", "--max-redirs", "1", "-o", "f"], "2 https x", None),  # curl: 47
+        ("curl", ["-sSL", "--max-redirs", "2", "-o", "f"], "2 https x", hit(U)),
+        ("curl", ["-sSL", "--max-redirs", "-1", "-o", "f"], "20 https x", hit(U)),
+        ("curl", ["-sSL", "--proto-redir", "=http", "-o", "f"], "1 https x", None),
+        ("curl", ["-sSL", "--proto-redir", "-all,https", "-o", "f"], "1 https x", hit(U)),
+        ("curl", ["-sSL", "--proto", "-http", "-o", "f"], "1 http x", None),
+        ("curl", ["-sSL", "--proto", "-http", "-o", "f"], "1 https x", on(TLS_SERVER, U)),
+        ("wget", ["-q"], "20 https x", hit(U)),  # wget follows 20 by default
+        ("wget", ["-q"], "21 https x", None),
+        ("wget", ["-q", "--max-redirect=0"], "1 https x", None),  # "0 redirections exceeded"
+        ("wget", ["-q", "--max-redirect=0"], "", hit(U)),
+        ("wget", ["-q", "--max-redirect", "3"], "3 http x", hit(U)),
+        # --trust-server-names names the file after where the redirects led:
+        ("wget", ["-q", "--trust-server-names"], "1 https t.tgz", f"{CACHED_TOOL}/t.tgz"),
+        ("wget", ["-q", "--trust-server-names"], "1 https asset?", None),  # that URL's query
+        ("wget", ["-q", "--trust-server-names", "-O", "f"], "1 https asset?", hit(U)),
+        ("wget", ["-q", "--trust-server-names"], "", hit(U)),
+    ],
+)  # fmt: skip
+def test_a_command_uses_the_cache_only_if_it_would_follow_the_origin(
+    shell: str, tool: str, args: list[str], redirect: str, want: str | None, fakes: Path
+) -> None:
+    """The cache serves the bytes a redirect led to. A command that would have stopped
+    at that redirect (or failed on it) runs untouched, against the origin."""
+    have(shell)
+    server = TLS_SERVER if "--proto" in args else SERVER  # http would be forbidden itself
+    r = run(shell, tool, [*args, U], fakes, server=server, FAKE_REDIRECT=redirect)
+    assert r.probes == [on(server, U)]
+    if want is None:
+        assert r.argv == [*args, U]
+    else:
+        assert r.argv == guarded(tool, [*args, want])
 
 
 # --- A transfer the cache fails: run again against the origin, or fail loudly ------------
@@ -603,12 +659,6 @@ def test_server_forms(server: str, fakes: Path) -> None:
 
 
 # --- --proto: never a URL the command forbids ------------------------------------
-
-TLS_SERVER = "https://cache.test:8443"
-
-
-def on(server: str, url: str) -> str:
-    return server + shim_path(keys.normalize(url))
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -739,7 +789,7 @@ def probe_argv(tool: str, tmp_path: Path, args: list[str] = (), **env: str) -> l
     log = tmp_path / "argv"
     log.unlink(missing_ok=True)
     real = tmp_path / tool
-    answer = "echo 200" if tool == "curl" else "echo '  HTTP/1.1 200 OK' >&2"
+    answer = "printf '\\n=wc=200\\n'" if tool == "curl" else "echo '  HTTP/1.1 200 OK' >&2"
     real.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >>{log}\n{answer}\n')
     real.chmod(0o755)
     e = {"PATH": os.environ["PATH"], "WITHCACHE_SERVER": SERVER, f"REAL_{tool.upper()}": str(real)}

@@ -187,7 +187,7 @@ def _fetch_once(
         elif req.last_modified:
             headers["If-Modified-Since"] = req.last_modified
 
-    resp = _get(session, req, headers, policy)
+    resp, hops, final = _get(session, req, headers, policy)
     with resp:
         if resp.status_code == 304:
             return None
@@ -207,6 +207,7 @@ def _fetch_once(
             offset = 0  # the origin sent the whole file: start over
         etag = resp.headers.get("ETag")
         last_modified = resp.headers.get("Last-Modified")
+        disposition = resp.headers.get("Content-Disposition")
         expected = _expected_total(resp, offset)
         if on_length:
             on_length(expected)
@@ -227,20 +228,41 @@ def _fetch_once(
     if req.sha256 and digest != req.sha256:
         discard_partial(partial_dir, req.key)
         raise FetchFailed(f"sha256 mismatch: expected {req.sha256}, origin sent {digest}")
-    return Result(part, size, digest, etag, last_modified, synced, resumed_from=offset)
+    return Result(
+        part,
+        size,
+        digest,
+        etag,
+        last_modified,
+        synced,
+        disposition=disposition,
+        redirects=hops,
+        final_url=_without_query(final) if hops else None,
+        resumed_from=offset,
+    )
+
+
+def _without_query(url: str) -> str:
+    """A redirect target worth recording: credentials and fragment dropped, and its
+    query (often a short-lived signature) too, a bare '?' saying there was one."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{netloc}{parts.path}" + ("?" if parts.query else "")
 
 
 def _get(
     session: requests.Session, req: Request, headers: dict[str, str], policy: Policy
-) -> requests.Response:
+) -> tuple[requests.Response, int, str]:
     """GET, following redirects ourselves: the manifest's headers go only to the entry's
     own origin (and to hosts it names), a loop or a redirect to anything but http(s) is
-    one clear error instead of a retried "cannot connect"."""
+    one clear error instead of a retried "cannot connect". Returns the final response,
+    how many redirects led to it, and its URL (the shims tell clients that do not follow
+    redirects, or name files after the last URL, what the origin did)."""
     url = req.url
     own = _origin(url)
     secret = {k.lower() for k in req.headers}
     seen = {url}
-    for _hop in range(policy.max_redirects + 1):
+    for hop in range(policy.max_redirects + 1):
         try:
             resp = session.get(
                 url,
@@ -255,7 +277,7 @@ def _get(
             raise FetchFailed(f"cannot connect: {_reason(exc)}", retry=True) from exc
         location = resp.headers.get("Location") if resp.is_redirect else None
         if location is None:
-            return resp
+            return resp, hop, url
         resp.close()
         target = urljoin(url, location)
         scheme = urlsplit(target).scheme.lower()

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from withcache import budget, fetch, index
+from withcache import budget, fetch, index, nginx
 from withcache.layout import Layout
 
 MAX_PENDING = 256  # more waiting misses than this are offered again on their next request
@@ -162,6 +162,9 @@ class FillPool(Generic[T]):
         with self._lock:
             self.filled.append(item)
             index.render(self.layout)
+            warning = nginx.refresh_artifact_headers(self.layout)  # its Content-Disposition
+        if warning:
+            self.say(f"auto-fill {self.describe(item)}: {warning}")
 
     def _done_callback(self, item: T) -> Callable[[Future[None]], None]:
         def done(_fut: Future[None]) -> None:

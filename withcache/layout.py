@@ -38,6 +38,11 @@ class Layout:
         return self.root / "run"
 
     @property
+    def artifact_headers(self) -> Path:
+        """The generated nginx maps of per-artifact headers (artifact_headers.py)."""
+        return self.run / "artifact-headers.conf"
+
+    @property
     def log_dir(self) -> Path:
         return self.root / "log"
 

@@ -117,6 +117,8 @@ class Settings:
             "access_log": lay.access_log,
             "error_log": self.error_log,
             "listen": [listen_directive(a) for a in self.listen],
+            "artifact_headers": lay.artifact_headers,
+            "headers": [],  # the generic /b/ location's: none of an origin's
             "tls_listen": [listen_directive(a) for a in self.tls.listen] if self.tls else [],
             "tls_cert": self.tls.cert if self.tls else None,
             "tls_key": self.tls.key if self.tls else None,
@@ -216,9 +218,76 @@ def write_config(s: Settings) -> Path:
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (lay.run / sub).mkdir(parents=True, exist_ok=True)
     lay.access_log.touch(exist_ok=True)
+    write_artifact_headers(lay)
     conf = lay.run / "nginx.conf"
     conf.write_text(render_standalone(s))
     return conf
+
+
+def render_artifact_headers(layout: Layout) -> bytes:
+    """The server block's include of per-artifact locations (artifact_headers), from
+    the state DB's records (none before the first sync)."""
+    from withcache import artifact_headers, store  # the DB: only when this is written
+
+    records: list[store.Artifact] = []
+    if layout.db.exists():
+        conn = store.connect(layout.db)
+        try:
+            records = [a for a in store.artifacts(conn).values() if a.disposition or a.redirects]
+        finally:
+            conn.close()
+    text = (
+        _env()
+        .get_template("artifact-headers.conf.j2")
+        .render(artifacts=artifact_headers.entries(records))
+    )
+    return text.encode("latin-1")  # header values are the bytes the origin sent
+
+
+def write_artifact_headers(layout: Layout) -> bool:
+    """Bring DATA/run/artifact-headers.conf in line with the records (whole or not at
+    all); return whether it changed."""
+    from withcache import atomic
+
+    path = layout.artifact_headers
+    text = render_artifact_headers(layout)
+    try:
+        if path.read_bytes() == text:
+            return False
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write(path, text)
+    return True
+
+
+def refresh_artifact_headers(layout: Layout) -> str | None:
+    """write_artifact_headers(), and when that changed the file have a running
+    `withcache serve` reload it. Returns a warning when the reload failed (a system
+    nginx is the operator's to reload)."""
+    if write_artifact_headers(layout):
+        return reload_running(layout)
+    return None
+
+
+def reload_running(layout: Layout) -> str | None:
+    """`nginx -s reload` for the nginx `withcache serve` runs on this data dir, if one
+    does (its pid file names a live process), so it re-reads the files its config
+    includes (artifact_headers). None when it reloaded or none runs, else why not."""
+    conf = layout.run / "nginx.conf"
+    try:
+        pid = int((layout.run / "nginx.pid").read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        proc = subprocess.run(
+            command(conf, "-s", "reload"), capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError, NginxError) as exc:
+        return f"nginx -s reload: {exc}"
+    if proc.returncode != 0:
+        return "nginx -s reload failed: " + (proc.stderr + proc.stdout).strip()
+    return None
 
 
 def command(conf: Path, *extra: str) -> list[str]:

@@ -47,6 +47,10 @@ class Verified:
     # The file's time where it was placed first (a bundle's source): used when the origin
     # sent no Last-Modified, so nginx's Last-Modified and ETag stay those of that site.
     modified: float | None = None
+    # What the origin did, for clients that see the cache instead (the shims, nginx):
+    disposition: str | None = None  # the final response's Content-Disposition
+    redirects: int = 0  # redirects that led to the bytes
+    final_url: str | None = None  # where they led, query dropped ('?' if it had one)
 
     @property
     def mtime(self) -> float | None:
@@ -94,6 +98,9 @@ class Item:
             etag=self.file.etag,
             last_modified=self.file.last_modified,
             source=self.source,
+            disposition=self.file.disposition,
+            redirects=self.file.redirects,
+            final_url=self.file.final_url,
         )
 
 

@@ -24,7 +24,10 @@ SCHEMA = [
         fetched_at REAL NOT NULL,
         etag TEXT,
         last_modified TEXT,
-        source TEXT NOT NULL DEFAULT 'manifest'
+        source TEXT NOT NULL DEFAULT 'manifest',
+        disposition TEXT,
+        redirects INTEGER NOT NULL DEFAULT 0,
+        final_url TEXT
     )""",
     """CREATE TABLE IF NOT EXISTS sync_failures (
         key TEXT PRIMARY KEY,
@@ -181,6 +184,14 @@ SCHEMA = [
 ]
 
 
+# Columns added to `artifacts` after its first release: an older DB gets them on connect.
+ADDED_COLUMNS = {
+    "disposition": "TEXT",
+    "redirects": "INTEGER NOT NULL DEFAULT 0",
+    "final_url": "TEXT",
+}
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One verified file in www/b/."""
@@ -194,6 +205,12 @@ class Artifact:
     etag: str | None = None
     last_modified: str | None = None
     source: str = "manifest"
+    disposition: str | None = None  # the origin's Content-Disposition (final response)
+    redirects: int = 0  # redirects from `url` to the bytes
+    final_url: str | None = None  # their target, query dropped ('?' when it had one)
+
+
+ARTIFACT_COLUMNS = ", ".join(Artifact.__dataclass_fields__)
 
 
 def connect(db: Path) -> sqlite3.Connection:
@@ -209,7 +226,21 @@ def connect(db: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     for statement in SCHEMA:
         conn.execute(statement)
+    _add_columns(conn)
     return conn
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """ALTER an `artifacts` table made before ADDED_COLUMNS (another process may be
+    doing the same: a duplicate column is its work done)."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(artifacts)")}
+    for name, decl in ADDED_COLUMNS.items():
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE artifacts ADD COLUMN {name} {decl}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 @contextlib.contextmanager
@@ -251,10 +282,13 @@ def read_artifacts(db: Path) -> dict[str, Artifact]:
 
 
 def artifacts(conn: sqlite3.Connection) -> dict[str, Artifact]:
-    rows = conn.execute(
-        "SELECT key, url, name, size, sha256, fetched_at, etag, last_modified, source "
-        "FROM artifacts"
-    )
+    have = {r[1] for r in conn.execute("PRAGMA table_info(artifacts)")}
+    if have.issuperset(ADDED_COLUMNS):
+        rows = conn.execute(f"SELECT {ARTIFACT_COLUMNS} FROM artifacts")
+        return {r[0]: Artifact(*r) for r in rows}
+    # An older DB opened read-only (`sync --dry-run`): the added fields keep their defaults.
+    first = [c for c in Artifact.__dataclass_fields__ if c not in ADDED_COLUMNS]
+    rows = conn.execute(f"SELECT {', '.join(first)} FROM artifacts")
     return {r[0]: Artifact(*r) for r in rows}
 
 
@@ -271,8 +305,9 @@ def put_artifact(conn: sqlite3.Connection, a: Artifact) -> None:
 def put_artifacts(conn: sqlite3.Connection, batch: Sequence[Artifact]) -> None:
     """Record artifacts in one transaction (a failure recorded earlier is cleared)."""
     with transaction(conn):
+        marks = ", ".join("?" * len(Artifact.__dataclass_fields__))
         conn.executemany(
-            "INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT OR REPLACE INTO artifacts ({ARTIFACT_COLUMNS}) VALUES ({marks})",
             [astuple(a) for a in batch],
         )
         conn.executemany("DELETE FROM sync_failures WHERE key = ?", [(a.key,) for a in batch])

@@ -31,6 +31,7 @@ from withcache import (
     lock,
     lockfile,
     metrics,
+    nginx,
     placement,
     role,
     store,
@@ -207,6 +208,10 @@ def _run_locked(layout: Layout, manifest: Manifest, opts: Options, progress: Pro
         )
     synced.save(layout, manifest.files)
     changed = summary.changed or summary.evicted
+    if changed or not layout.artifact_headers.exists():
+        warning = nginx.refresh_artifact_headers(layout)  # Content-Disposition, redirects
+        if warning:
+            summary.warnings.append(warning)
     if opts.index and (changed or not (layout.www / "index.html").exists()):
         index.render(layout)  # a no-op sync leaves it alone: 10,000 entries stay under 1 s
     return summary

@@ -191,6 +191,7 @@ def cmd_nginx_config(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return 0
     s = settings(args)
+    nginx.write_artifact_headers(s.layout)  # the config includes it: it must exist
     text = nginx.render_standalone(s) if args.standalone else nginx.render_server_block(s)
     sys.stdout.write(text)
     return 0
