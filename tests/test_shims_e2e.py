@@ -18,8 +18,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import requests
 
-from tests.conftest import Cache, free_port
+from tests.conftest import Cache, free_port, run_withcache
 from tests.origin import Origin
 from tests.test_misses_e2e import misses_json, wait_for
 from tests.watcher import Watcher
@@ -317,18 +318,18 @@ def plain_and_shim(
     return plain, shimmed, len(origin.requests) - asked
 
 
-@pytest.mark.parametrize("shell", ["dash", "busybox"])
 @pytest.mark.parametrize(
-    "cmd, path, status, saved",
+    "cmd, path, status, saved, shell",
     [
-        (["curl", "-fsSO"], "/dir/", 23, []),  # "Remote file name has no length"
-        (["curl", "-fsS", "-o", "out"], "/dir/", 0, ["out"]),
-        (["curl", "-fsS", "--remote-name-all", "-o", "x"], "/dir/", 0, ["x"]),
-        (["wget", "-q"], "/dir/", 0, ["index.html"]),
-        (["wget", "-q"], "", 0, ["index.html"]),  # https://get.example.com
-        (["wget", "-q"], "/dir/?os=linux", 0, ["index.html?os=linux"]),
-        (["wget", "-q", "-P", "d"], "/dir/", 0, ["d/index.html"]),
-        (["wget", "-q", "--default-page=setup.sh"], "/", 0, ["setup.sh"]),
+        (["curl", "-fsSO"], "/dir/", 23, [], "dash"),  # "Remote file name has no length"
+        (["curl", "-fsSO"], "", 23, [], "busybox"),
+        (["curl", "-fsS", "-o", "out"], "/dir/", 0, ["out"], "dash"),
+        (["curl", "-fsS", "--remote-name-all", "-o", "x"], "/dir/", 0, ["x"], "busybox"),
+        (["wget", "-q"], "/dir/", 0, ["index.html"], "dash"),
+        (["wget", "-q"], "", 0, ["index.html"], "busybox"),  # https://get.example.com
+        (["wget", "-q"], "/dir/?os=linux", 0, ["index.html?os=linux"], "dash"),
+        (["wget", "-q", "-P", "d"], "/dir/", 0, ["d/index.html"], "busybox"),
+        (["wget", "-q", "--default-page=setup.sh"], "/", 0, ["setup.sh"], "dash"),
     ],
 )
 def test_urls_ending_in_a_slash_save_what_plain_tools_save(
@@ -394,21 +395,38 @@ def test_wget_input_file_url_is_read_from_the_cache(
 
 
 @pytest.mark.parametrize(
-    "cmd, status",
+    "cmd, status, cached",
     [
-        (["wget", "-q", "--max-redirect=0"], 8),  # "0 redirections exceeded"
-        (["curl", "-fsSL", "--max-redirs", "0", "-O"], 47),
+        (["wget", "-q", "--max-redirect=0"], 8, False),  # "0 redirections exceeded"
+        (["curl", "-fsSL", "--max-redirs", "0", "-O"], 47, False),
+        (["curl", "-fsS", "-O"], 0, False),  # no -L: plain saves the redirect's own page
+        (["wget", "-q", "--max-redirect=1"], 0, True),
+        (["curl", "-fsSL", "--max-redirs", "1", "-O"], 0, True),
     ],
 )
 def test_redirect_limits_behave_as_plain(
-    cmd: list[str], status: int, cache: Cache, origin: Origin, tmp_path: Path, home: Path
+    cmd: list[str],
+    status: int,
+    cached: bool,
+    cache: Cache,
+    origin: Origin,
+    tmp_path: Path,
+    home: Path,
 ) -> None:
-    """The origin redirects; the cache holds what that URL leads to. A command
-    that forbids following must fail as it would have without the shim."""
+    """The origin redirects; sync fetched what that URL leads to, and recorded that it
+    redirects. A command that would not follow uses the origin, as without the shim."""
     target = serve(origin, "/releases/v2/tool.tar.gz", ORIGINAL)
-    url = serve(origin, "/releases/latest/tool.tar.gz", b"", status=302)
+    url = serve(origin, "/releases/latest/tool.tar.gz", b"moved\n", status=302)
     origin.routes["/releases/latest/tool.tar.gz"].headers["Location"] = target
-    cache.plant(url, ORIGINAL)
-    plain, shimmed, _ = plain_and_shim([*cmd, url], tmp_path, home, cache, origin)
+    m = tmp_path / "m.yaml"
+    m.write_text(f"artifacts:\n  - {url}\n")
+    r = run_withcache("sync", "-q", "--data", str(cache.data), "-m", str(m))
+    assert r.returncode == 0, r.stderr
+    # The sync has the running nginx reload: the new workers send what it recorded.
+    probe = cache.url + keys.cache_path(keys.normalize(url))
+    wait_for(lambda: "X-Withcache-Redirect" in requests.head(probe, timeout=5).headers)
+    origin.requests.clear()
+    plain, shimmed, asked = plain_and_shim([*cmd, url], tmp_path, home, cache, origin)
     assert plain.returncode == shimmed.returncode == status, (plain.stderr, shimmed.stderr)
     assert tree(tmp_path / "shim") == tree(tmp_path / "plain")
+    assert (asked == 0) == cached
