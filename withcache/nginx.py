@@ -233,7 +233,13 @@ def render_artifact_headers(layout: Layout) -> bytes:
     if layout.db.exists():
         conn = store.connect(layout.db)
         try:
-            records = [a for a in store.artifacts(conn).values() if a.disposition or a.redirects]
+            records = [
+                a
+                for a in store.artifacts(conn).values()
+                if (a.disposition or a.redirects)
+                # never a location of its own for a private index's file: its guard wins
+                and not keys.token(a.key).startswith(PRIVATE_TOKEN_PREFIX)
+            ]
         finally:
             conn.close()
     text = (
