@@ -6,6 +6,7 @@ the read path cannot drift between `withcache serve` and a system nginx.
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -153,7 +154,10 @@ def listen_directive(addr: str) -> str:
     return f"{host}:{port}"
 
 
+@functools.cache
 def _env() -> jinja2.Environment:
+    """One environment per process, so each template is compiled once (sync and the
+    watcher render artifact_headers again and again)."""
     import jinja2  # not needed by the commands that only import this module's helpers
 
     return jinja2.Environment(
@@ -235,10 +239,9 @@ def render_artifact_headers(layout: Layout) -> bytes:
         try:
             records = [
                 a
-                for a in store.artifacts(conn).values()
-                if (a.disposition or a.redirects)
+                for a in store.artifacts_with_origin_headers(conn)
                 # never a location of its own for a private index's file: its guard wins
-                and not keys.token(a.key).startswith(PRIVATE_TOKEN_PREFIX)
+                if not keys.token(a.key).startswith(PRIVATE_TOKEN_PREFIX)
             ]
         finally:
             conn.close()

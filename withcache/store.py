@@ -292,6 +292,15 @@ def artifacts(conn: sqlite3.Connection) -> dict[str, Artifact]:
     return {r[0]: Artifact(*r) for r in rows}
 
 
+def artifacts_with_origin_headers(conn: sqlite3.Connection) -> list[Artifact]:
+    """The records whose origin sent a Content-Disposition or redirected (the few that
+    need a location of their own in nginx), without reading the whole table."""
+    rows = conn.execute(
+        f"SELECT {ARTIFACT_COLUMNS} FROM artifacts WHERE disposition IS NOT NULL OR redirects != 0"
+    )
+    return [Artifact(*r) for r in rows]
+
+
 def artifacts_with_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> list[str]:
     """Which of `keys` have a record (without reading the whole table)."""
     marks = ", ".join("?" * len(keys))

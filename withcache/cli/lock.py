@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from withcache import lockfile, manifest, store
 from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
 
 
@@ -27,6 +26,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
       withcache lock --data /srv/withcache -m manifests/
       git add manifests/withcache.lock && git commit -m "lock: reviewed bytes"
     """
+    from withcache import lockfile, manifest, store  # imported when it runs: quick start-up
+
     m = manifest.load(manifest_paths(args.manifests))
     lay = layout(args)
     records = store.read_artifacts(lay.db)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from withcache import replicate
 from withcache.cli.common import Subparsers, command, layout
 
 
@@ -46,6 +45,8 @@ def cmd_replicate(args: argparse.Namespace) -> int:
       ssh replica-b withcache misses --json --data /srv/withcache > b.json
       withcache misses import b.json
     """
+
+    from withcache import replicate  # imported when it runs: quick start-up
 
     def say(msg: str) -> None:
         if not args.quiet:

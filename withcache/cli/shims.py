@@ -7,7 +7,6 @@ from pathlib import Path
 
 from withcache.cli.common import Subparsers, command
 from withcache.errors import UsageError
-from withcache.shims import install_shims
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -41,6 +40,8 @@ def cmd_install_shims(args: argparse.Namespace) -> int:
       export WITHCACHE_SERVER=http://cache-host:8080
       curl -fLO https://vendor.example/cuda_12.6.3_linux.run   # from the cache if held
     """
+    from withcache.shims import install_shims  # imported when it runs
+
     try:
         written = install_shims(args.dir, args.shadow)
     except FileExistsError as exc:
