@@ -354,3 +354,9 @@ def fill(path: Path) -> None:
                     os.write(fd, b"\0" * size)
     finally:
         os.close(fd)
+
+
+def test_the_report_command_offers_every_format_report_writes() -> None:
+    from withcache.cli import review
+
+    assert review.REPORT_FORMATS == report.FORMATS

@@ -26,7 +26,6 @@ from withcache.mirrors.paths import path_problem
 from withcache.misses import yaml_scalar
 from withcache.yamlnodes import SHA256
 
-DEFAULT_FILE = Path("manifests/added.yaml")
 HEADER = (
     "# URLs added with `withcache add`. Reviewed by pull request like any manifest;\n"
     "# move entries to a better-named file whenever you like.\n"

@@ -13,6 +13,7 @@ from withcache.layout import Layout, default_data_dir
 
 Subparsers = Any  # argparse's _SubParsersAction is private
 DEFAULT_MANIFESTS = Path("manifests")
+DEFAULT_ADD_FILE = DEFAULT_MANIFESTS / "added.yaml"  # where `withcache add` appends
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -7,12 +7,26 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from withcache import add, misses, missimport, report, store
-from withcache.cli.common import DEFAULT_MANIFESTS, Subparsers, command, layout, manifests_option
+from withcache.cli.common import (
+    DEFAULT_ADD_FILE,
+    DEFAULT_MANIFESTS,
+    Subparsers,
+    command,
+    layout,
+    manifests_option,
+)
 from withcache.errors import ManifestError, UsageError
-from withcache.fmt import json_text, visible
+from withcache.fmt import json_text, visible, when
 from withcache.layout import Layout
+
+if TYPE_CHECKING:
+    from withcache.misses import MissRow
+
+# report.FORMATS, named here so that building the parser imports no core module (every
+# command's start-up pays for what this file imports); a test keeps the two equal.
+REPORT_FORMATS = ("text", "markdown", "html", "json")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -43,7 +57,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     )
 
     p = command(sub, parent, "report", cmd_report)
-    p.add_argument("--format", choices=report.FORMATS, default="text", help="default: text")
+    p.add_argument("--format", choices=REPORT_FORMATS, default="text", help="default: text")
     p.add_argument(
         "--html",
         dest="format",
@@ -72,7 +86,7 @@ def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="FILE",
-        help=f"manifest file to append to (default: {add.DEFAULT_FILE}, created if missing; "
+        help=f"manifest file to append to (default: {DEFAULT_ADD_FILE}, created if missing; "
         "with --python: the one whose on_demand admits the project)",
     )
     p.add_argument(
@@ -111,6 +125,8 @@ def cmd_misses(args: argparse.Namespace) -> int:
       withcache misses dismiss https://vendor.example/typo.run torch
       ssh replica withcache misses --json | withcache misses import -   # merge a replica's
     """
+    from withcache import misses, missimport, store  # imported when it runs
+
     lay = layout(args)
     if args.action == "import":
         return _import(lay, args.targets, args.source, quiet=args.quiet)
@@ -143,6 +159,8 @@ def cmd_misses(args: argparse.Namespace) -> int:
 
 
 def _import(lay: Layout, files: list[str], source: str | None, *, quiet: bool) -> int:
+    from withcache import missimport, store
+
     if not files:
         raise UsageError(
             "import what? give `withcache misses --json` files of other hosts (- for stdin)"
@@ -164,6 +182,8 @@ def _import(lay: Layout, files: list[str], source: str | None, *, quiet: bool) -
 
 
 def _dismiss(conn: sqlite3.Connection, targets: list[str], *, quiet: bool) -> int:
+    from withcache import misses
+
     if not targets:
         raise UsageError("dismiss what? give the URLs or Python project names to hide")
     try:
@@ -177,7 +197,7 @@ def _dismiss(conn: sqlite3.Connection, targets: list[str], *, quiet: bool) -> in
     return 0
 
 
-def _print_misses(rows: list[misses.MissRow], *, show_status: bool, quiet: bool) -> None:
+def _print_misses(rows: list[MissRow], *, show_status: bool, quiet: bool) -> None:
     if not rows:
         if not quiet:
             print("No misses awaiting review.")
@@ -189,7 +209,7 @@ def _print_misses(rows: list[misses.MissRow], *, show_status: bool, quiet: bool)
         what = visible(r.url)
         if r.kind == "project":
             what = f"Python project {what}  -> requirements: [{what}]"
-        print(f"{r.count:>8}  {r.clients:>7}  {report.when(r.last_seen):16}{st}  {what}")
+        print(f"{r.count:>8}  {r.clients:>7}  {when(r.last_seen) or 'never':16}{st}  {what}")
     if not quiet:
         print(
             f"\n{len(rows)} shown. Add with `withcache add URL...` or `withcache misses --yaml`; "
@@ -211,6 +231,8 @@ def cmd_report(args: argparse.Namespace) -> int:
       withcache report --data /srv/withcache
       # crontab: 0 7 * * *  withcache report --data /srv/withcache --format markdown
     """
+    from withcache import report
+
     lay = layout(args)
     keys = None
     try:
@@ -226,6 +248,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_mirror(args: argparse.Namespace, hashes: list[str]) -> int:
+    from withcache import add
+
     if args.keep_query:
         raise UsageError("--keep-query is for URLs; mirror paths have no query")
     files = [
@@ -264,6 +288,8 @@ def cmd_add(args: argparse.Namespace) -> int:
           https://vendor.example/f.run
       withcache add --python requests
     """
+    from withcache import add
+
     against = args.against or [DEFAULT_MANIFESTS]
     if args.python:
         if args.urls or args.sha256 or args.keep_query:
@@ -287,7 +313,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         add.NewEntry(url, hashes[i] if hashes else None, args.keep_query)
         for i, url in enumerate(args.urls)
     ]
-    target = args.manifest or add.DEFAULT_FILE
+    target = args.manifest or DEFAULT_ADD_FILE
     added = add.add(target, entries, against)
     if not args.quiet:
         print(

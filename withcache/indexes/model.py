@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from withcache import atomic, keys
 from withcache.errors import WithcacheError
-from withcache.indexes.config import IndexConfig
 from withcache.layout import Layout
+
+if TYPE_CHECKING:
+    from withcache.indexes.config import IndexConfig  # parsing needs yaml: serve does not
 
 VERSION = 1
 HOST = "https://index.invalid/"
