@@ -158,41 +158,51 @@ def _write(target: Path, text: str) -> None:
 # --- the text edit (pure) ----------------------------------------------------------------
 
 
+def _parse(text: str) -> tuple[yaml.Node | None, str]:
+    """The manifest's node tree (kept as text elsewhere: only marks are used) and its
+    newline; a UsageError when it does not parse."""
+    nl = "\r\n" if "\r\n" in text else "\n"
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader), nl
+    except yaml.YAMLError as exc:
+        raise UsageError(f"cannot parse the manifest to add to: {exc}") from None
+
+
 def append_entries(text: str, entries: Sequence[NewEntry]) -> tuple[str, int]:
     """`text` with the entries appended to its artifacts list; and the 1-based line of
     the first new entry. Raises UsageError when the layout cannot be extended as text."""
-    nl = "\r\n" if "\r\n" in text else "\n"
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"cannot parse the manifest to add to: {exc}") from None
+    root, nl = _parse(text)
     if root is None:
         return _at_end(text, entries, nl, with_key=True)
     if not isinstance(root, yaml.MappingNode):
         raise UsageError("the manifest to add to is not a mapping (expected 'artifacts:')")
-    pair = next(
-        (
-            (k, v)
-            for k, v in root.value
-            if isinstance(k, yaml.ScalarNode) and k.value == "artifacts"
-        ),
-        None,
-    )
+    pair = _child(root, "artifacts")
     if pair is None:
         return _at_end(text, entries, nl, with_key=True)
+    done = _extend_list(text, pair, entries, 2, nl)
+    if done is None:
+        raise UsageError(
+            "'artifacts' is not a block list (one '- URL' per line); make it one, then add"
+        )
+    return done
+
+
+def _extend_list(
+    text: str, pair: tuple[yaml.Node, yaml.Node], items: Sequence[_Item], dash: int, nl: str
+) -> tuple[str, int] | None:
+    """Append to the list under `pair`'s key: after its last item, or as a new block
+    list (`dash` deep) where the value is empty; None when it is no list we can extend."""
     key, value = pair
     if isinstance(value, yaml.SequenceNode) and value.value and not value.flow_style:
-        return _after_last_item(text, value, entries, nl)
+        return _after_last_item(text, value, items, nl)
     empty_flow = isinstance(value, yaml.SequenceNode) and not value.value
     if empty_flow or (isinstance(value, yaml.ScalarNode) and value.tag.endswith(":null")):
-        # `artifacts:`, `artifacts: ~` or `artifacts: []`: drop the token, add a block list
+        # `key:`, `key: ~` or `key: []`: drop the token, add a block list
         start, end = value.start_mark.index, value.end_mark.index
         if end > start and value.start_mark.line == key.start_mark.line:
             text = text[:start].rstrip(" ") + text[end:]
-        return _insert(text, _line_end(text, key.start_mark.line), entries, 2, nl)
-    raise UsageError(
-        "'artifacts' is not a block list (one '- URL' per line); make it one, then add"
-    )
+        return _insert(text, _line_end(text, key.start_mark.line), items, dash, nl)
+    return None
 
 
 def _at_end(text: str, entries: Sequence[NewEntry], nl: str, *, with_key: bool) -> tuple[str, int]:
@@ -204,13 +214,13 @@ def _at_end(text: str, entries: Sequence[NewEntry], nl: str, *, with_key: bool) 
 
 
 def _after_last_item(
-    text: str, seq: yaml.SequenceNode, entries: Sequence[_Item], nl: str
+    text: str, seq: yaml.SequenceNode, entries: Sequence[_Item], nl: str, whose: str = "the list's"
 ) -> tuple[str, int]:
     first = seq.value[0]
     line_start = text.rfind("\n", 0, first.start_mark.index) + 1
     dash = text.rfind("-", line_start, first.start_mark.index)
     if dash < 0:
-        raise UsageError("cannot find the list's '-' to line up with")
+        raise UsageError(f"cannot find {whose} '-' to line up with")
     end = _deepest_end(seq.value[-1])
     return _insert(text, _line_end(text, end.line, end), entries, dash - line_start, nl)
 
@@ -329,11 +339,8 @@ def _mirror_node(root: yaml.Node | None, mirror: str) -> yaml.MappingNode | None
 def append_mirror_files(text: str, mirror: str, files: Sequence[NewMirrorFile]) -> tuple[str, int]:
     """`text` with the paths appended to the mirror's files list; and the 1-based line
     of the first new one. Raises UsageError when the layout cannot be extended as text."""
-    nl = "\r\n" if "\r\n" in text else "\n"
-    try:
-        node = _mirror_node(yaml.compose(text, Loader=yaml.SafeLoader), mirror)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"cannot parse the manifest to add to: {exc}") from None
+    root, nl = _parse(text)
+    node = _mirror_node(root, mirror)
     if node is None or node.flow_style or not node.value:
         raise UsageError(f"mirror {mirror!r} is not a block mapping; make it one, then add")
     pair = _child(node, "files")
@@ -344,18 +351,10 @@ def append_mirror_files(text: str, mirror: str, files: Sequence[NewMirrorFile]) 
         head = f"{' ' * indent}files:{nl}"
         text = text[:at] + head + text[at:]
         return _insert(text, at + len(head), files, indent + 2, nl)
-    key, value = pair
-    if isinstance(value, yaml.SequenceNode) and value.value and not value.flow_style:
-        return _after_last_item(text, value, files, nl)
-    empty_flow = isinstance(value, yaml.SequenceNode) and not value.value
-    if empty_flow or (isinstance(value, yaml.ScalarNode) and value.tag.endswith(":null")):
-        start, end_ = value.start_mark.index, value.end_mark.index
-        if end_ > start and value.start_mark.line == key.start_mark.line:
-            text = text[:start].rstrip(" ") + text[end_:]
-        return _insert(
-            text, _line_end(text, key.start_mark.line), files, key.start_mark.column + 2, nl
-        )
-    raise UsageError(f"mirror {mirror!r}: 'files' is not a block list (one '- path' per line)")
+    done = _extend_list(text, pair, files, pair[0].start_mark.column + 2, nl)
+    if done is None:
+        raise UsageError(f"mirror {mirror!r}: 'files' is not a block list (one '- path' per line)")
+    return done
 
 
 # --- python.requirements: `withcache add --python NAME` ----------------------------------
@@ -430,11 +429,7 @@ def _requirement_names(text: str) -> set[str]:
 def append_requirements(text: str, projects: Sequence[str]) -> tuple[str, int]:
     """`text` with the projects added to python.requirements; and the 1-based line they
     are on (pure). Raises UsageError when the layout cannot be extended as text."""
-    nl = "\r\n" if "\r\n" in text else "\n"
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"cannot parse the manifest to add to: {exc}") from None
+    root, nl = _parse(text)
     section = _value_of(root, "python")
     if not isinstance(section, yaml.MappingNode) or section.flow_style:
         raise UsageError("the manifest has no block-style python: section to add to")
@@ -454,23 +449,22 @@ def append_requirements(text: str, projects: Sequence[str]) -> tuple[str, int]:
         sep = ", " if reqs.value else ""
         new = text[:close].rstrip(" ") + sep + ", ".join(projects) + text[close:]
         return new, reqs.start_mark.line + 1
-    first = reqs.value[0]
-    line_start = text.rfind("\n", 0, first.start_mark.index) + 1
-    dash = text.rfind("-", line_start, first.start_mark.index)
-    if dash < 0:
-        raise UsageError("cannot find python.requirements' '-' to line up with")
-    end = _deepest_end(reqs.value[-1])
-    at = _line_end(text, end.line, end)
-    if at == len(text) and text and not text.endswith("\n"):
-        text += nl
-        at = len(text)
-    block = "".join(f"{' ' * (dash - line_start)}- {p}{nl}" for p in projects)
-    return text[:at] + block + text[at:], text.count("\n", 0, at) + 1
+    items = [_NewRequirement(p) for p in projects]
+    return _after_last_item(text, reqs, items, nl, whose="python.requirements'")
+
+
+@dataclass(frozen=True)
+class _NewRequirement:
+    project: str
+
+    @property
+    def url(self) -> str:  # what messages call it
+        return self.project
+
+    def lines(self, dash: int) -> list[str]:
+        return [f"{' ' * dash}- {self.project}"]
 
 
 def _value_of(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    return next(
-        (v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None
-    )
+    pair = _child(node, key)
+    return pair[1] if pair else None
