@@ -8,6 +8,7 @@ scalar text: an unquoted sha256 of only digits must not become an int.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
@@ -79,6 +80,36 @@ def sha256(node: yaml.Node, ctx: Ctx) -> str | None:
             return candidate
     ctx.add(node, f"sha256 must be 64 hex digits, got {show(node)}")
     return None
+
+
+def checked_strings(
+    node: yaml.Node,
+    ctx: Ctx,
+    what: str,
+    check: Callable[[str], str | None],
+    *,
+    listing: str = "a list",
+    duplicate: str = "duplicate",
+) -> list[str]:
+    """A list of non-empty strings, each kept once: `check` names a value's problem (or
+    None); every bad or repeated item is recorded, in the words `listing` and
+    `duplicate` give ("a list of user names", "duplicate user")."""
+    if not isinstance(node, yaml.SequenceNode):
+        ctx.add(node, f"{what} must be {listing}, got {show(node)}")
+        return []
+    out: list[str] = []
+    for item in node.value:
+        value = string(item, ctx, f"an entry of {what}")
+        if value is None:
+            continue
+        problem = check(value)
+        if problem:
+            ctx.add(item, f"{what}: {problem}")
+        elif value in out:
+            ctx.add(item, f"{what}: {duplicate} {value!r}")
+        else:
+            out.append(value)
+    return out
 
 
 def is_null(node: yaml.Node) -> bool:

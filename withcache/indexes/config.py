@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from withcache.errors import Problem
-from withcache.yamlnodes import Ctx, is_null, mapping, show, string
+from withcache.yamlnodes import Ctx, checked_strings, is_null, mapping, string
 from withcache.yamlnodes import line as line_of
 
 KEYS = {"read", "write", "base"}
@@ -123,22 +123,10 @@ def parse(node: yaml.Node, ctx: Ctx) -> list[IndexConfig]:
 def _users(node: yaml.Node, ctx: Ctx, what: str) -> tuple[str, ...]:
     if is_null(node):
         return ()
-    if not isinstance(node, yaml.SequenceNode):
-        ctx.add(node, f"{what} must be a list of user names, got {show(node)}")
-        return ()
-    out: list[str] = []
-    for item in node.value:
-        user = string(item, ctx, f"an entry of {what}")
-        if user is None:
-            continue
-        problem = user_problem(user)
-        if problem:
-            ctx.add(item, f"{what}: {problem}")
-        elif user in out:
-            ctx.add(item, f"{what}: duplicate user {user!r}")
-        else:
-            out.append(user)
-    return tuple(out)
+    users = checked_strings(
+        node, ctx, what, user_problem, listing="a list of user names", duplicate="duplicate user"
+    )
+    return tuple(users)
 
 
 def duplicates(indexes: tuple[IndexConfig, ...]) -> list[Problem]:

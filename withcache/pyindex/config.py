@@ -20,7 +20,7 @@ from withcache import urlcheck
 from withcache.fmt import parse_duration
 from withcache.pyindex import names
 from withcache.pyindex.targets import platform_problem
-from withcache.yamlnodes import Ctx, boolean, mapping, show, string
+from withcache.yamlnodes import Ctx, boolean, checked_strings, mapping, show, string
 from withcache.yamlnodes import line as line_of
 
 PYPI = "https://pypi.org/simple/"
@@ -214,22 +214,7 @@ def _list(
     """A list of strings, each checked; duplicates flagged."""
     if node is None:
         return []
-    if not isinstance(node, yaml.SequenceNode):
-        ctx.add(node, f"python.{what} must be a list, got {show(node)}")
-        return []
-    out: list[str] = []
-    for item in node.value:
-        value = string(item, ctx, f"an entry of python.{what}")
-        if value is None:
-            continue
-        problem = check(value)
-        if problem:
-            ctx.add(item, f"python.{what}: {problem}")
-        elif value in out:
-            ctx.add(item, f"python.{what}: duplicate {value!r}")
-        else:
-            out.append(value)
-    return out
+    return checked_strings(node, ctx, f"python.{what}", check)
 
 
 def _python_version(value: str) -> str | None:
