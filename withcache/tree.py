@@ -33,7 +33,7 @@ def place(
     """Rename a complete, fsynced, verified partial file into www/b/ (atomic). With
     durable=False the caller makes the rename durable itself (a group: one syncfs)."""
     dest = blob_path(layout, key)
-    _token_dirs(layout.www, dest.parent)
+    make_dirs(layout.www, dest.parent)
     os.chmod(partial, 0o644)
     if mtime is not None:  # nginx's Last-Modified/ETag then follow the origin's
         os.utime(partial, (mtime, mtime))
@@ -67,13 +67,14 @@ def remove_empty_dirs(start: Path, top: Path) -> None:
         d = d.parent
 
 
-def _token_dirs(www: Path, leaf: Path) -> None:
-    """Create the token directories down to `leaf`, each traversable by nginx's worker
-    whatever our umask (mode 0755 set after mkdir). Directories that exist are left
-    as they are: we made them, or layout.ensure() did."""
+def make_dirs(top: Path, leaf: Path) -> None:
+    """Create the directories below `top` down to `leaf` (token directories, a mirror
+    link's parents), each traversable by nginx's worker whatever our umask (mode 0755
+    set after mkdir). Directories that exist are left as they are: we made them, or
+    layout.ensure() did."""
     missing = []
     d = leaf
-    while d != www and not d.is_dir():
+    while d != top and not d.is_dir():
         missing.append(d)
         d = d.parent
     for d in reversed(missing):

@@ -92,7 +92,7 @@ def link(layout: Layout, key: str, ref: MirrorRef, *, durable: bool = True) -> P
     whatever was there). With durable=False the caller makes the rename durable itself
     (placement's groups: one syncfs)."""
     dest = link_path(layout, ref)
-    _mkdirs(layout.www, dest.parent)
+    tree.make_dirs(layout.www, dest.parent)
     tmp = layout.partial / (hashlib.sha256(ref.relpath.encode()).hexdigest()[:40] + ".link")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
@@ -134,18 +134,6 @@ def is_linked(layout: Layout, key: str, ref: MirrorRef) -> bool:
     except (FileNotFoundError, NotADirectoryError):
         return False
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _mkdirs(top: Path, leaf: Path) -> None:
-    """Create the link's directories, traversable by nginx's worker whatever our umask."""
-    missing = []
-    d = leaf
-    while d != top and not d.is_dir():
-        missing.append(d)
-        d = d.parent
-    for d in reversed(missing):
-        d.mkdir(exist_ok=True)
-        d.chmod(0o755)
 
 
 def read_rows(db: Path) -> list[Row]:
