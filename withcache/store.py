@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
+from typing import Any
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS artifacts (
@@ -305,6 +306,16 @@ def artifacts_with_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> list[s
     """Which of `keys` have a record (without reading the whole table)."""
     marks = ", ".join("?" * len(keys))
     return [r[0] for r in conn.execute(f"SELECT key FROM artifacts WHERE key IN ({marks})", keys)]
+
+
+def rows_where_in(
+    conn: sqlite3.Connection, select: str, column: str, values: Sequence[str]
+) -> Iterator[Any]:
+    """The rows of `select` (a statement with no WHERE) whose `column` is one of
+    `values`: asked 500 at a time, under SQLite's limit on bound parameters."""
+    for i in range(0, len(values), 500):
+        chunk = values[i : i + 500]
+        yield from conn.execute(f"{select} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
 
 
 def put_artifact(conn: sqlite3.Connection, a: Artifact) -> None:

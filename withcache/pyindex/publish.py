@@ -333,16 +333,14 @@ def render_projects(layout: Layout, projects: Collection[str]) -> dict[str, list
 def records_for(conn: sqlite3.Connection, files: Sequence[IndexFile]) -> dict[str, store.Artifact]:
     """The store's records of these files and their metadata (not the whole table)."""
     wanted = sorted({k for f in files for k in (f.key, f.metadata_key) if k})
-    out: dict[str, store.Artifact] = {}
-    for i in range(0, len(wanted), 500):
-        chunk = wanted[i : i + 500]
-        rows = conn.execute(
-            "SELECT key, url, name, size, sha256, fetched_at, etag, last_modified, source "
-            f"FROM artifacts WHERE key IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        out.update((r[0], store.Artifact(*r)) for r in rows)
-    return out
+    rows = store.rows_where_in(
+        conn,
+        "SELECT key, url, name, size, sha256, fetched_at, etag, last_modified, source "
+        "FROM artifacts",
+        "key",
+        wanted,
+    )
+    return {r[0]: store.Artifact(*r) for r in rows}
 
 
 def withdraw(layout: Layout, *, prune: bool = False) -> None:

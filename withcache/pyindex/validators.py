@@ -31,16 +31,8 @@ def digest(body: bytes) -> str:
 
 
 def load(conn: sqlite3.Connection, urls: list[str]) -> dict[str, Known]:
-    out: dict[str, Known] = {}
-    for i in range(0, len(urls), 500):
-        chunk = urls[i : i + 500]
-        rows = conn.execute(
-            "SELECT url, etag, last_modified, digest FROM upstream_pages "
-            f"WHERE url IN ({','.join('?' * len(chunk))})",
-            chunk,
-        )
-        out.update((r[0], Known(*r)) for r in rows)
-    return out
+    select = "SELECT url, etag, last_modified, digest FROM upstream_pages"
+    return {r[0]: Known(*r) for r in store.rows_where_in(conn, select, "url", urls)}
 
 
 def remember(conn: sqlite3.Connection, pages: list[tuple[str, Page]]) -> None:
