@@ -153,9 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             )
     s = settings(args, user)
     conf = nginx.write_config(s)
-    nginx.check(conf)
-    if args.check_only:
-        print(f"{conf}: ok")
+    if _checked_only(conf, args):
         return 0
     listen = ", ".join(s.listen)
     if s.tls:
@@ -172,6 +170,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return supervisor.supervise(lay, lambda: settings(args, user))
     nginx.exec_foreground(conf)
     return 0  # not reached
+
+
+def _checked_only(conf: Path, args: argparse.Namespace) -> bool:
+    """Run `nginx -t` on the written config; True when --check-only ends `serve` here
+    (having said so), for the tree and the edge alike."""
+    nginx.check(conf)
+    if args.check_only:
+        print(f"{conf}: ok")
+    return bool(args.check_only)
 
 
 def cmd_nginx_config(args: argparse.Namespace) -> int:
@@ -217,9 +224,7 @@ def _serve_edge(args: argparse.Namespace) -> int:
     user = (args.user or nginx.default_user()) if os.geteuid() == 0 else None
     es = edge_settings(args, user)
     conf = edge.write_config(es)
-    nginx.check(conf)
-    if args.check_only:
-        print(f"{conf}: ok")
+    if _checked_only(conf, args):
         return 0
     print(
         f"withcache: edge cache of {es.centers[0].url} on {', '.join(es.listen)}; "
