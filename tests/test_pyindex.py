@@ -637,14 +637,9 @@ def test_select_takes_one_wheel_per_target_plus_sdists_and_shields_private_names
 def test_resolver_command_is_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UV_INDEX_URL", "https://elsewhere.example/simple/")
     monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
-    cmd, extra = resolve.command(
-        "uv",
-        targets.Target("3.12", "macosx_11_0_arm64"),
-        "https://up.example/simple/",
-        [Path("/w")],
-        False,
-        Path("/c"),
-    )
+    up = "https://up.example/simple/"
+    resolver = resolve.Resolver("uv", up, (Path("/w"),), False, Path("/c"))
+    cmd, extra = resolver.command(targets.Target("3.12", "macosx_11_0_arm64"))
     assert "--no-config" in cmd and cmd[-2:] == ["--only-binary", ":all:"]
     assert cmd[cmd.index("--python-platform") + 1] == "aarch64-apple-darwin"
     assert cmd[cmd.index("--find-links") + 1] == "/w"

@@ -57,34 +57,56 @@ def uv_binary() -> str:
     return found
 
 
-def command(
-    uv: str,
-    target: Target,
-    index: str,
-    wheelhouse: Sequence[Path],
-    sdists: bool,
-    cache_dir: Path,
-    refresh: bool = False,
-) -> tuple[list[str], dict[str, str]]:
-    """The uv command line for one target, and the extra environment it needs.
+@dataclass(frozen=True)
+class Resolver:
+    """How uv resolves for one python: section: the same for each of its targets.
     `refresh`: revalidate every page uv has cached (a refresh looks for new releases)."""
-    platform, extra_env = uv_platform(target.platform)
-    cmd = [
-        uv, "pip", "compile", "-",
-        "--no-config", "--no-header", "--no-annotate", "--quiet",
-        "--python", sys.executable, "--no-python-downloads",
-        "--python-version", target.python,
-        "--default-index", index,
-        "--cache-dir", str(cache_dir),
-    ]  # fmt: skip
-    if platform:
-        cmd += ["--python-platform", platform]
-    for d in wheelhouse:
-        cmd += ["--find-links", str(d)]
-    if refresh:
-        cmd += ["--refresh"]
-    cmd += ["--no-build"] if sdists else ["--only-binary", ":all:"]
-    return cmd, extra_env
+
+    uv: str
+    index: str
+    wheelhouse: tuple[Path, ...]
+    sdists: bool
+    cache_dir: Path
+    refresh: bool = False
+
+    def command(self, target: Target) -> tuple[list[str], dict[str, str]]:
+        """The uv command line for one target, and the extra environment it needs."""
+        platform, extra_env = uv_platform(target.platform)
+        cmd = [
+            self.uv, "pip", "compile", "-",
+            "--no-config", "--no-header", "--no-annotate", "--quiet",
+            "--python", sys.executable, "--no-python-downloads",
+            "--python-version", target.python,
+            "--default-index", self.index,
+            "--cache-dir", str(self.cache_dir),
+        ]  # fmt: skip
+        if platform:
+            cmd += ["--python-platform", platform]
+        for d in self.wheelhouse:
+            cmd += ["--find-links", str(d)]
+        if self.refresh:
+            cmd += ["--refresh"]
+        cmd += ["--no-build"] if self.sdists else ["--only-binary", ":all:"]
+        return cmd, extra_env
+
+    def resolve(self, requirements: Sequence[str], target: Target) -> list[Pin]:
+        """Pins for one target; ResolveError with the resolver's own words on failure."""
+        cmd, extra = self.command(target)
+        try:
+            proc = subprocess.run(
+                cmd,
+                input="\n".join(requirements) + "\n",
+                capture_output=True,
+                text=True,
+                env=clean_env(extra),
+                timeout=TIMEOUT,
+            )
+        except subprocess.TimeoutExpired:
+            raise ResolveError(f"{target}: the resolver took longer than {TIMEOUT:.0f}s") from None
+        if proc.returncode != 0:
+            words = (proc.stderr or proc.stdout).strip().replace("\n", "\n  ")
+            raise ResolveError(f"{target}: cannot resolve the requirements:\n  {words}")
+        return parse_pins(proc.stdout)
 
 
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -112,35 +134,6 @@ def parse_pins(text: str) -> list[Pin]:
     return pins
 
 
-def resolve(
-    uv: str,
-    requirements: Sequence[str],
-    target: Target,
-    index: str,
-    wheelhouse: Sequence[Path],
-    sdists: bool,
-    cache_dir: Path,
-    refresh: bool = False,
-) -> list[Pin]:
-    """Pins for one target; ResolveError with the resolver's own words on failure."""
-    cmd, extra = command(uv, target, index, wheelhouse, sdists, cache_dir, refresh)
-    try:
-        proc = subprocess.run(
-            cmd,
-            input="\n".join(requirements) + "\n",
-            capture_output=True,
-            text=True,
-            env=clean_env(extra),
-            timeout=TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        raise ResolveError(f"{target}: the resolver took longer than {TIMEOUT:.0f}s") from None
-    if proc.returncode != 0:
-        words = (proc.stderr or proc.stdout).strip().replace("\n", "\n  ")
-        raise ResolveError(f"{target}: cannot resolve the requirements:\n  {words}")
-    return parse_pins(proc.stdout)
-
-
 def resolve_all(
     requirements: Sequence[str],
     targets: Sequence[Target],
@@ -153,16 +146,11 @@ def resolve_all(
     """Every target, a few at a time (uv locks its cache between processes); every
     target's failure is reported, not just the first."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    uv = uv_binary()
+    resolver = Resolver(uv_binary(), index, tuple(wheelhouse), sdists, cache_dir, refresh)
     results: dict[Target, list[Pin]] = {}
     errors: list[str] = []
     with ThreadPoolExecutor(max(1, min(4, len(targets))), "pyindex-resolve") as pool:
-        futures = {
-            t: pool.submit(
-                resolve, uv, requirements, t, index, wheelhouse, sdists, cache_dir, refresh
-            )
-            for t in targets
-        }
+        futures = {t: pool.submit(resolver.resolve, requirements, t) for t in targets}
         for t, fut in futures.items():
             try:
                 results[t] = fut.result()
