@@ -190,12 +190,16 @@ def _classify(
     ua: object,
     upstream: object = None,
 ) -> Parsed:
-    if uri.startswith("/m/"):
-        return _mirror(uri, status, method, stamp, nbytes, addr, ua, upstream)
-    if uri.startswith("/b/"):
-        miss = status == 404 and (method == "GET" or method == "HEAD")
+    mirror = uri.startswith("/m/")
+    if mirror or uri.startswith("/b/"):
+        # A miss: a GET or HEAD nginx answered 404, or under /m/ streamed from a source
+        # (the fall-through log format names the sources it tried). A hit: a GET served.
+        fell_through = mirror and type(upstream) is str and upstream != ""
+        miss = (status == 404 or fell_through) and (method == "GET" or method == "HEAD")
         if not miss and not ((status == 200 or status == 206) and method == "GET"):
             return IGNORED
+        if mirror:
+            return _mirror(uri, miss, stamp, nbytes, addr, ua)
         if len(uri) > MAX_URI:
             return _LONG_URI
         path = uri.partition("?")[0]
@@ -220,24 +224,9 @@ def _classify(
 
 
 def _mirror(
-    uri: str,
-    status: int,
-    method: str,
-    stamp: object,
-    nbytes: object,
-    addr: object,
-    ua: object,
-    upstream: object,
+    uri: str, missed: bool, stamp: object, nbytes: object, addr: object, ua: object
 ) -> Parsed:
-    """A line under /m/: a miss when nginx answered 404 or streamed it from a source
-    (the fall-through log format names the sources it tried), a hit for a GET it served
-    from the tree."""
-    if method != "GET" and method != "HEAD":
-        return IGNORED
-    fell_through = type(upstream) is str and upstream != ""
-    missed = status == 404 or fell_through
-    if not missed and not ((status == 200 or status == 206) and method == "GET"):
-        return IGNORED
+    """A hit or miss under /m/ (as _classify found it): named by mirror and path."""
     ref = _mirror_ref(uri) if len(uri) <= MAX_URI else None
     if ref is None:
         return _LONG_URI if len(uri) > MAX_URI else _BAD_MIRROR_PATH
