@@ -18,6 +18,7 @@ import os
 import socket
 import sqlite3
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -331,61 +332,73 @@ def _disk_line(rep: Report) -> str:
     return f"{human(rep.disk_used)} in {rep.artifacts} artifacts{free}"
 
 
+def _text_section(title: str, lines: Iterable[str], closing: Sequence[str] = ()) -> list[str]:
+    """A section of the text report: `title:`, its lines indented, `closing` lines, a blank."""
+    return [f"{title}:", *(f"  {line}" for line in lines), *closing, ""]
+
+
 def _text(rep: Report) -> str:
     since = f" (previous report {when(rep.since)} UTC)" if rep.since else " (first report)"
     out = [f"withcache report for {visible(rep.where)}, {when(rep.generated)} UTC{since}", ""]
     if rep.new_total:
-        out.append(f"New misses ({rep.new_total}):")
-        out.append(f"  {'REQUESTS':>8}  {'CLIENTS':>7}  {'LAST SEEN (UTC)':16}  WANTED")
-        for m in rep.new_misses:
-            out.append(f"  {m.count:>8}  {m.clients:>7}  {when(m.last_seen):16}  {_what(m)}")
-        if rep.new_total > len(rep.new_misses):
-            out.append(f"  ... and {rep.new_total - len(rep.new_misses)} more")
-        out.append("  Add with `withcache add URL...` (or `withcache misses --yaml`), then a PR.")
-        out.append("")
+        more = rep.new_total - len(rep.new_misses)
+        out += _text_section(
+            f"New misses ({rep.new_total})",
+            [
+                f"{'REQUESTS':>8}  {'CLIENTS':>7}  {'LAST SEEN (UTC)':16}  WANTED",
+                *(
+                    f"{m.count:>8}  {m.clients:>7}  {when(m.last_seen):16}  {_what(m)}"
+                    for m in rep.new_misses
+                ),
+            ],
+            [
+                *([f"  ... and {more} more"] if more > 0 else []),
+                "  Add with `withcache add URL...` (or `withcache misses --yaml`), then a PR.",
+            ],
+        )
     if rep.again_total:
-        out.append(f"Older misses requested again ({rep.again_total}):")
-        for m, n in rep.again:
-            out.append(f"  {n:>8} more  (total {m.count})  {_what(m)}")
-        out.append("")
+        out += _text_section(
+            f"Older misses requested again ({rep.again_total})",
+            (f"{n:>8} more  (total {m.count})  {_what(m)}" for m, n in rep.again),
+        )
     if rep.failures:
-        out.append(f"Failed to sync ({len(rep.failures)}):")
-        for f in rep.failures:
-            out.append(f"  {visible(f.url)}: {visible(f.error)} ({when(f.at)} UTC)")
-        out.append("")
+        out += _text_section(
+            f"Failed to sync ({len(rep.failures)})",
+            (f"{visible(f.url)}: {visible(f.error)} ({when(f.at)} UTC)" for f in rep.failures),
+        )
     if rep.auto:
-        out.append(f"Auto-filled, not yet in a manifest ({len(rep.auto)}):")
-        for a in rep.auto:
-            new = "new, " if a.new else ""
-            out.append(f"  {visible(a.url)} ({new}{human(a.size)}, fetched {when(a.fetched_at)})")
-        out.append("")
+        out += _text_section(
+            f"Auto-filled, not yet in a manifest ({len(rep.auto)})",
+            (
+                f"{visible(a.url)} ({_new(a.new)}{human(a.size)}, fetched {when(a.fetched_at)})"
+                for a in rep.auto
+            ),
+        )
     if rep.on_demand:
-        out.append(f"Python projects on demand, not yet in a manifest ({len(rep.on_demand)}):")
-        for taken in rep.on_demand:
-            new = "new, " if taken.new else ""
-            out.append(f"  {visible(taken.project)} ({new}taken {when(taken.taken_at)})")
-        out.append("  Keep one with `withcache add --python NAME`, then a PR.")
-        out.append("")
+        out += _text_section(
+            f"Python projects on demand, not yet in a manifest ({len(rep.on_demand)})",
+            (
+                f"{visible(t.project)} ({_new(t.new)}taken {when(t.taken_at)})"
+                for t in rep.on_demand
+            ),
+            ["  Keep one with `withcache add --python NAME`, then a PR."],
+        )
     if rep.on_demand_failed:
-        n = len(rep.on_demand_failed)
-        out.append(f"Python projects that could not be taken on demand ({n}):")
-        for failed in rep.on_demand_failed:
-            out.append(f"  {visible(failed.project)}: {_failure_text(failed)}")
-        out.append("")
+        out += _text_section(
+            f"Python projects that could not be taken on demand ({len(rep.on_demand_failed)})",
+            (f"{visible(a.project)}: {_failure_text(a)}" for a in rep.on_demand_failed),
+        )
     if rep.on_demand_counts:
         out.append("On demand since the previous report: " + _counts_line(rep.on_demand_counts))
     if rep.evicted_total:
-        out.append(_evicted_title(rep) + ":")
-        for e in rep.evicted:
-            out.append(f"  {visible(e.url)} ({human(e.size)}, last used {when(e.last_used)})")
-        out.append("")
+        out += _text_section(_evicted_title(rep), map(_evicted_line, rep.evicted))
     if rep.uploads:
-        out.append(f"Uploads to the private indexes ({len(rep.uploads)}):")
-        for u in rep.uploads[:SHOW_NEW]:
-            out.append(f"  {when(u.at)}  {_upload_line(u)}")
-        if len(rep.uploads) > SHOW_NEW:
-            out.append(f"  ... and {len(rep.uploads) - SHOW_NEW} more")
-        out.append("")
+        more = len(rep.uploads) - SHOW_NEW
+        out += _text_section(
+            f"Uploads to the private indexes ({len(rep.uploads)})",
+            (f"{when(u.at)}  {_upload_line(u)}" for u in rep.uploads[:SHOW_NEW]),
+            [f"  ... and {more} more"] if more > 0 else [],
+        )
     out.append("Since the previous report: " + _traffic_line(rep))
     if rep.top:
         out.append("Top artifacts:")
@@ -394,6 +407,14 @@ def _text(rep: Report) -> str:
     out.append("Disk: " + _disk_line(rep))
     out.append(f"Watcher: last read the log {when(rep.watcher_at)} UTC")
     return "\n".join(out) + "\n"
+
+
+def _new(new: bool) -> str:
+    return "new, " if new else ""
+
+
+def _evicted_line(e: Evicted, show: Callable[[str], str] = visible) -> str:
+    return f"{show(e.url)} ({human(e.size)}, last used {when(e.last_used)})"
 
 
 def _code(s: str) -> str:
@@ -406,6 +427,11 @@ def _code(s: str) -> str:
     fence = "`" * (longest + 1)
     pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
     return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def _md_section(title: str, items: Iterable[str], closing: Sequence[str] = ("",)) -> list[str]:
+    """A section of the markdown report: a heading, a bullet an item, `closing` lines."""
+    return [f"### {title}", "", *(f"- {item}" for item in items), *closing]
 
 
 def _markdown(rep: Report) -> str:
@@ -432,38 +458,42 @@ def _markdown(rep: Report) -> str:
             out.append(f"\n... and {rep.new_total - len(rep.new_misses)} more")
         out += ["", "Add with `withcache add URL...` (or `withcache misses --yaml`).", ""]
     if rep.again_total:
-        out += [f"### Older misses requested again ({rep.again_total})", ""]
-        out += [f"- {n} more (total {m.count}): {_code(m.url)}" for m, n in rep.again]
-        out.append("")
+        out += _md_section(
+            f"Older misses requested again ({rep.again_total})",
+            (f"{n} more (total {m.count}): {_code(m.url)}" for m, n in rep.again),
+        )
     if rep.failures:
-        out += [f"### Failed to sync ({len(rep.failures)})", ""]
-        out += [f"- {_code(f.url)}: {_code(f.error)} ({when(f.at)} UTC)" for f in rep.failures]
-        out.append("")
+        out += _md_section(
+            f"Failed to sync ({len(rep.failures)})",
+            (f"{_code(f.url)}: {_code(f.error)} ({when(f.at)} UTC)" for f in rep.failures),
+        )
     if rep.auto:
-        out += [f"### Auto-filled, not yet in a manifest ({len(rep.auto)})", ""]
-        out += [f"- {_code(a.url)} ({'new, ' if a.new else ''}{human(a.size)})" for a in rep.auto]
-        out.append("")
+        out += _md_section(
+            f"Auto-filled, not yet in a manifest ({len(rep.auto)})",
+            (f"{_code(a.url)} ({_new(a.new)}{human(a.size)})" for a in rep.auto),
+        )
     if rep.on_demand:
-        out += [f"### Python projects on demand, not yet in a manifest ({len(rep.on_demand)})", ""]
-        out += [
-            f"- {_code(t.project)} ({'new, ' if t.new else ''}taken {when(t.taken_at)} UTC)"
-            for t in rep.on_demand
-        ]
-        out += ["", "Keep one with `withcache add --python NAME`, then a PR.", ""]
+        out += _md_section(
+            f"Python projects on demand, not yet in a manifest ({len(rep.on_demand)})",
+            (
+                f"{_code(t.project)} ({_new(t.new)}taken {when(t.taken_at)} UTC)"
+                for t in rep.on_demand
+            ),
+            ["", "Keep one with `withcache add --python NAME`, then a PR.", ""],
+        )
     if rep.on_demand_failed:
-        out += [f"### Could not be taken on demand ({len(rep.on_demand_failed)})", ""]
-        out += [f"- {_code(a.project)}: {_code(_failure_text(a))}" for a in rep.on_demand_failed]
+        out += _md_section(
+            f"Could not be taken on demand ({len(rep.on_demand_failed)})",
+            (f"{_code(a.project)}: {_code(_failure_text(a))}" for a in rep.on_demand_failed),
+            [],
+        )
     if rep.uploads:
-        out += [f"### Uploads to the private indexes ({len(rep.uploads)})", ""]
-        out += [f"- {when(u.at)} {_code(_upload_line(u))}" for u in rep.uploads[:SHOW_NEW]]
-        out.append("")
+        out += _md_section(
+            f"Uploads to the private indexes ({len(rep.uploads)})",
+            (f"{when(u.at)} {_code(_upload_line(u))}" for u in rep.uploads[:SHOW_NEW]),
+        )
     if rep.evicted_total:
-        out += [f"### {_evicted_title(rep)}", ""]
-        out += [
-            f"- {_code(e.url)} ({human(e.size)}, last used {when(e.last_used)})"
-            for e in rep.evicted
-        ]
-        out.append("")
+        out += _md_section(_evicted_title(rep), (_evicted_line(e, _code) for e in rep.evicted))
     out += ["### Traffic", "", "Since the previous report: " + _traffic_line(rep), ""]
     if rep.on_demand_counts:
         out += ["On demand: " + _counts_line(rep.on_demand_counts), ""]
