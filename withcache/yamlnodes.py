@@ -57,6 +57,18 @@ def mapping(
     return out
 
 
+def named_entries(node: yaml.Node, ctx: Ctx, what: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    """A section that maps names to entries (`indexes:`, `mirrors:`), nothing when null:
+    (name, its key node, its value) for each, the key node giving the entry's line."""
+    if is_null(node):
+        return []
+    top = mapping(node, ctx, what, None)
+    if top is None:
+        return []
+    key_nodes = {k.value: k for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+    return [(name, key_nodes.get(name, value), value) for name, value in top.items()]
+
+
 def boolean(node: yaml.Node, ctx: Ctx, what: str) -> bool | None:
     if isinstance(node, yaml.ScalarNode) and node.tag == BOOL_TAG:
         return str(node.value).lower() in {"true", "yes", "on"}

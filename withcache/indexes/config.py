@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from withcache.errors import Problem
-from withcache.yamlnodes import Ctx, checked_strings, is_null, mapping, string
+from withcache.yamlnodes import Ctx, checked_strings, is_null, mapping, named_entries, string
 from withcache.yamlnodes import line as line_of
 
 KEYS = {"read", "write", "base"}
@@ -89,15 +89,8 @@ def user_problem(user: str) -> str | None:
 
 def parse(node: yaml.Node, ctx: Ctx) -> list[IndexConfig]:
     """Validate an `indexes:` section; return what is valid, recording every problem."""
-    if is_null(node):
-        return []
-    top = mapping(node, ctx, "indexes", None)
-    if top is None:
-        return []
-    keys = {k.value: k for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
     out: list[IndexConfig] = []
-    for name, value in top.items():
-        key_node = keys.get(name, value)
+    for name, key_node, value in named_entries(node, ctx, "indexes"):
         before = len(ctx.problems)
         problem = name_problem(name)
         if problem:

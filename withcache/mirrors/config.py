@@ -30,7 +30,17 @@ from withcache import keys, urlcheck
 from withcache.errors import Problem
 from withcache.mirrors import gentoo
 from withcache.mirrors.paths import MirrorRef, is_path, name_problem, path_problem
-from withcache.yamlnodes import Ctx, boolean, is_null, line, mapping, sha256, show, string
+from withcache.yamlnodes import (
+    Ctx,
+    boolean,
+    is_null,
+    line,
+    mapping,
+    named_entries,
+    sha256,
+    show,
+    string,
+)
 
 MIRROR_KEYS = {"sources", "layout", "files", "auto", "fallthrough"}
 FILE_KEYS = {"path", "sha256", "blake2b", "sha512", "size"}
@@ -107,15 +117,8 @@ class Mirror:
 
 def parse(node: yaml.Node, ctx: Ctx) -> list[Mirror]:
     """The section's mirrors; problems go to ctx."""
-    if is_null(node):
-        return []
-    top = mapping(node, ctx, "mirrors", None)
-    if top is None:
-        return []
     out = []
-    key_nodes = {k.value: k for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
-    for name, value in top.items():
-        key_node = key_nodes.get(name, value)  # a mirror's line is its name's
+    for name, key_node, value in named_entries(node, ctx, "mirrors"):
         problem = name_problem(name)
         if problem:
             ctx.add(key_node, problem)
