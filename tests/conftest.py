@@ -152,8 +152,15 @@ class Cache:
         key = plant(self.layout, origin_url, body, keep_query)
         return self.url + keys.cache_path(key)
 
-    def log_lines(self) -> list[str]:
-        return self.access_log.read_text().splitlines()
+    def log_lines(self, at_least: int = 0, timeout: float = 5.0) -> list[str]:
+        """The access log's lines; with `at_least`, wait up to `timeout` for that many
+        (nginx writes a request's line just after its response has gone)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.access_log.read_text().splitlines()
+            if len(lines) >= at_least or time.monotonic() >= deadline:
+                return lines
+            time.sleep(0.02)
 
 
 def start_nginx(

@@ -9,6 +9,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,8 +46,15 @@ def raw(
         conn.close()
 
 
-def log(cache: Cache, prefix: str = "/m/") -> list[dict[str, object]]:
-    return [json.loads(x) for x in cache.log_lines() if f'"uri":"{prefix}' in x]
+def log(cache: Cache, prefix: str = "/m/", at_least: int = 0) -> list[dict[str, object]]:
+    """The logged requests under `prefix`; with `at_least`, wait up to 5 s for that many
+    (nginx writes a request's line just after its response has gone)."""
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [json.loads(x) for x in cache.log_lines() if f'"uri":"{prefix}' in x]
+        if len(lines) >= at_least or time.monotonic() >= deadline:
+            return lines
+        time.sleep(0.02)
 
 
 def snapshot(www: Path) -> dict[str, tuple[int, int]]:
@@ -234,7 +242,7 @@ def test_fallthrough_streams_from_the_second_source_and_www_stays_as_it_was_unti
         assert requests.get(cache.url + "/m/lab/pool/none.tgz", timeout=10).status_code == 404
         assert snapshot(data.www) == before  # nothing streamed was stored
         assert not list((data.run / "proxy").rglob("*"))  # nor buffered to disk
-        lines = log(cache)
+        lines = log(cache, at_least=4)
         assert [e["status"] for e in lines] == [200, 206, 200, 404]
         assert all(e["upstream"] for e in lines), lines  # the fall-through log format
         # the watcher records it as a miss and, with --auto, fills it verified
