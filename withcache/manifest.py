@@ -304,11 +304,10 @@ def _entry(item: yaml.Node, defaults: tuple[bool, tuple[Header, ...]], ctx: Ctx)
 
 def url_key(url: str, keep_query: bool, node: yaml.Node, ctx: Ctx) -> str | None:
     """The key of a manifest URL, or None after recording why it is unusable."""
-    parsed, problem = urlcheck.check(url)
-    if parsed is None:
+    key, problem = urlcheck.key(url, keep_query)
+    if key is None:
         ctx.add(node, _with_hint(problem or "invalid url"))
-        return None
-    return keys.normalize_parsed(parsed, keep_query)
+    return key
 
 
 def url_problem(url: str) -> str | None:
