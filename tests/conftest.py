@@ -234,3 +234,17 @@ def watcher(cache: Cache) -> Iterator[object]:
         time.sleep(0.02)
     yield w
     w.stop()
+
+
+def check_server_block(tmp_path: Path, snippet: str) -> None:
+    """`nginx -t` of the server block `withcache nginx-config` prints, included from a
+    minimal nginx.conf as a system nginx would include it."""
+    from withcache import nginx
+
+    (tmp_path / "withcache.conf").write_text(snippet)
+    main_conf = tmp_path / "nginx.conf"
+    main_conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n include {tmp_path}/withcache.conf;\n}}\n"
+    )
+    nginx.check(main_conf)

@@ -20,7 +20,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import Cache, run_withcache
+from tests.conftest import Cache, check_server_block, run_withcache
 from tests.origin import Origin
 from tests.test_sync import manifest, records, sync
 from withcache import artifact_headers, keys, nginx, store
@@ -215,13 +215,7 @@ def test_the_system_snippet_includes_the_file_and_passes_nginx_t(tmp_path: Path)
     assert (data / "run" / "artifact-headers.conf").exists()  # made, though nothing synced
     assert not (data / "state" / "withcache.db").exists()
     Layout(data).ensure()
-    (tmp_path / "withcache.conf").write_text(r.stdout)
-    main_conf = tmp_path / "nginx.conf"
-    main_conf.write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\n include {tmp_path}/withcache.conf;\n}}\n"
-    )
-    nginx.check(main_conf)
+    check_server_block(tmp_path, r.stdout)
 
 
 def test_entries_are_only_for_artifacts_with_something_to_say() -> None:

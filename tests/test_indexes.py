@@ -13,7 +13,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import run_withcache
+from tests.conftest import check_server_block, run_withcache
 from tests.indexes_e2e import wheel
 from withcache import keys, manifest
 from withcache.errors import ManifestError, UsageError
@@ -314,7 +314,6 @@ def test_users_cli_reads_stdin_and_lists(tmp_path: Path) -> None:
 def test_system_snippet_with_indexes_passes_nginx_t(tmp_path: Path) -> None:
     """The server block a system nginx includes, with a restricted, an open and a
     read-only index: nginx -t accepts it (locations, maps, auth files, the proxy)."""
-    from withcache import nginx
 
     data = tmp_path / "data"
     lay = Layout(data).ensure()
@@ -333,10 +332,4 @@ def test_system_snippet_with_indexes_passes_nginx_t(tmp_path: Path) -> None:
     assert "client_max_body_size 1073741824;" in r.stdout
     assert '"~^POST /team/?(?:\\?.*)?$" ok;' in r.stdout
     assert "POST /docs-only/" not in r.stdout  # no writers: no upload URL
-    (tmp_path / "withcache.conf").write_text(r.stdout)
-    main_conf = tmp_path / "nginx.conf"
-    main_conf.write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\n include {tmp_path}/withcache.conf;\n}}\n"
-    )
-    nginx.check(main_conf)
+    check_server_block(tmp_path, r.stdout)

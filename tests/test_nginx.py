@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Cache, run_withcache
+from tests.conftest import Cache, check_server_block, run_withcache
 from tests.tls import CA
 from withcache import keys, nginx
 from withcache.errors import NginxError
@@ -297,13 +297,7 @@ def test_system_snippet_with_tls_passes_nginx_t(tmp_path: Path, tls_ca: CA) -> N
     assert "listen 127.0.0.1:8099;" in r.stdout and "listen 127.0.0.1:8098 ssl;" in r.stdout
     assert f"ssl_certificate {tls_ca.cert};" in r.stdout
     Layout(data).ensure()
-    (tmp_path / "withcache.conf").write_text(r.stdout)
-    main_conf = tmp_path / "nginx.conf"
-    main_conf.write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\n include {tmp_path}/withcache.conf;\n}}\n"
-    )
-    nginx.check(main_conf)
+    check_server_block(tmp_path, r.stdout)
     default = run_withcache("nginx-config", "--data", str(data), *tls).stdout
     assert "listen 8080;" in default and "listen 8443 ssl;" in default
 
