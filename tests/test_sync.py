@@ -86,6 +86,20 @@ def test_twenty_artifacts_land_at_vector_paths_and_resync_is_free(
     assert len(origin.requests) == before, "a second sync must not touch the origin"
 
 
+def test_one_connection_per_job_however_many_files(
+    origin: Origin, data: Layout, tmp_path: Path
+) -> None:
+    """Files are fetched over kept-alive connections: 30 files with 2 jobs open 2
+    connections to the origin, not 30 (over https, 30 handshakes)."""
+    bodies = {origin.add(f"/many/f{i}.bin", os.urandom(20_000 + i)): i for i in range(30)}
+    m = manifest(tmp_path, [f"- {u}" for u in bodies])
+    assert sync(data, m, "-j", "2") == 0
+    gets = [s for s in origin.requests if s.path.startswith("/many/")]
+    assert len(gets) == 30
+    assert len({s.client for s in gets}) <= 2, sorted({s.client for s in gets})
+    assert assert_tree_matches_records(data) == 30
+
+
 def test_cache_paths_match_the_shared_vectors(origin: Origin, data: Layout, tmp_path: Path) -> None:
     """The tree layout is the contract: a vector's cache path names the synced file."""
     url = origin.add("/pkg/a.whl", b"wheel")

@@ -218,6 +218,7 @@ def _fetch_once(
             digest, size, synced = _stream_to(
                 resp, part, offset, progress, _Limits(policy, partial_dir)
             )
+            _keep_connection(resp)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
@@ -240,6 +241,21 @@ def _fetch_once(
         final_url=_without_query(final) if hops else None,
         resumed_from=offset,
     )
+
+
+def _keep_connection(resp: requests.Response) -> None:
+    """Give the connection back to the pool once the body has been read to its end.
+
+    The body is read from http.client's response directly (_body_reader), so urllib3
+    never learns it was consumed and would close the connection: every file of a sync
+    would pay a new connection, and over https a new handshake. http.client marks a
+    response closed once its whole body is read (Content-Length or last chunk); only
+    then is the connection reusable. A connection the origin closed is noticed by the
+    pool before its next use."""
+    fp = getattr(resp.raw, "_fp", None)
+    isclosed = getattr(fp, "isclosed", None)
+    if callable(isclosed) and isclosed():
+        resp.raw.release_conn()
 
 
 def _without_query(url: str) -> str:

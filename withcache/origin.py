@@ -42,6 +42,7 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    client: tuple[str, int] = ("", 0)  # the connection it came on (address, port)
 
 
 class _Server(ThreadingHTTPServer):
@@ -112,7 +113,14 @@ class Origin:
     def _handle(self, h: BaseHTTPRequestHandler, head: bool) -> None:
         path = h.path
         with self.lock:
-            self.requests.append(Seen(h.command, path, dict(h.headers.items())))
+            self.requests.append(
+                Seen(
+                    h.command,
+                    path,
+                    dict(h.headers.items()),
+                    (h.client_address[0], h.client_address[1]),
+                )
+            )
             route = self.routes.get(path.split("?", 1)[0]) or self.routes.get(path)
             if route is not None and route.drop_after is not None and not head:
                 dropping = route.drop_times > 0
