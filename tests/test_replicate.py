@@ -345,6 +345,23 @@ def replicate_to_dir(data: Path, replica: Path) -> str:
     return r.stderr
 
 
+def test_a_page_rewritten_in_the_same_second_at_the_same_size_arrives(tmp_path: Path) -> None:
+    """Two syncs within a second can leave a page at the same size and the same whole-
+    second mtime (a replaced wheel: another sha256 of the same length). The replica must
+    still get the new page; a stale one would list a blob the deletion pass removes."""
+    center = Layout(tmp_path / "center").ensure()
+    page = center.www / "catalog.json"
+    page.write_text('{"sha256": "' + "a" * 64 + '"}')
+    second = int(time.time()) * 1_000_000_000
+    os.utime(page, ns=(second + 100, second + 100))
+    replica = tmp_path / "replica"
+    replicate_to_dir(center.root, replica)
+    page.write_text('{"sha256": "' + "b" * 64 + '"}')
+    os.utime(page, ns=(second + 900_000_000, second + 900_000_000))
+    replicate_to_dir(center.root, replica)
+    assert (replica / "www" / "catalog.json").read_text() == page.read_text()
+
+
 def test_itemized_output_is_read_by_kind_and_depth() -> None:
     out = "\n".join(
         [

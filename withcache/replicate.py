@@ -45,8 +45,12 @@ INSTALL_HINT = "rsync is not installed; install it with: apt-get install rsync"
 # -p: modes as at the center, where nginx's worker reads the same files; -H: a mirror
 # file (www/m/) is a hard link to its blob, and stays one file on the replica; -O:
 # directory times mean nothing to nginx (and the snapshot's are new), so they are
-# neither copied nor compared.
-BASE_OPTIONS = ("-r", "-t", "-O", "-p", "-H", "-8", "--timeout=300")
+# neither copied nor compared. --modify-window=-1: rsync's quick check compares mtimes
+# to the nanosecond (the receiver needs rsync 3.1.3 or later). By default it compares
+# whole seconds, so a page rewritten in the same second at the same size (a replaced
+# wheel: another sha256 of the same length) looked unchanged, stayed old on the replica,
+# and listed a blob the deletion pass then removed.
+BASE_OPTIONS = ("-r", "-t", "-O", "-p", "-H", "-8", "--timeout=300", "--modify-window=-1")
 # Files under state/ that tell `withcache serve` how to serve www/: the private indexes
 # and who may read them. They travel first, with the marker, so no private page or
 # file reaches a replica before the rule that guards it.
