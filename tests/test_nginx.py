@@ -216,13 +216,7 @@ def test_system_snippet_passes_nginx_t_and_shares_the_server_block(tmp_path: Pat
     assert f"{data.resolve()}/log/access.log" in snippet
     assert "withcache watch" in snippet
     Layout(data).ensure()
-    (tmp_path / "withcache.conf").write_text(snippet)
-    main_conf = tmp_path / "nginx.conf"
-    main_conf.write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\n include {tmp_path}/withcache.conf;\n}}\n"
-    )
-    nginx.check(main_conf)
+    check_server_block(tmp_path, snippet)
     standalone = run_withcache(
         "nginx-config", "--standalone", "--data", str(data), "--listen", "127.0.0.1:8099"
     ).stdout
