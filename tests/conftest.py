@@ -164,10 +164,15 @@ class Cache:
 
 
 def start_nginx(
-    data: Path, port: int | None = None, *extra: str, tls: tuple[Path, Path] | None = None
+    data: Path,
+    port: int | None = None,
+    *extra: str,
+    tls: tuple[Path, Path] | None = None,
+    timeout: float = 15,
 ) -> Cache:
-    """`withcache serve` on loopback; `extra`: more serve options (e.g. -m MANIFEST);
-    with `tls` (certificate, key) https too, at `Cache.tls_url`."""
+    """`withcache serve` on loopback, up when /healthz answers within `timeout`;
+    `extra`: more serve options (e.g. -m MANIFEST, --edge URL); with `tls` (certificate,
+    key) https too, at `Cache.tls_url`."""
     if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
         pytest.skip("nginx is not installed (apt-get install nginx)")
     port = port or free_port()
@@ -187,7 +192,7 @@ def start_nginx(
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out = proc.stderr.read().decode() if proc.stderr else ""
@@ -198,7 +203,7 @@ def start_nginx(
         except requests.RequestException:
             time.sleep(0.05)
     stop_nginx(proc)
-    raise RuntimeError("nginx did not answer /healthz within 15 s")
+    raise RuntimeError(f"withcache serve did not answer /healthz within {timeout:g} s")
 
 
 def stop_nginx(proc: subprocess.Popen[bytes]) -> None:

@@ -4,18 +4,16 @@ synced, users added, and `withcache serve` (nginx + the upload service) running.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import subprocess
 import textwrap
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, free_port, run_withcache, stop_nginx, withcache_cmd
+from tests.conftest import run_withcache, start_nginx, stop_nginx
 from tests.pyindex_upstream import build_wheel
 from withcache.layout import Layout
 
@@ -121,31 +119,9 @@ def start(
             "users", "add", user, "--cost", "4", "--data", str(lay.root), input=password + "\n"
         )
         assert r.returncode == 0, r.stderr
-    port = free_port()
-    proc = subprocess.Popen(
-        withcache_cmd(
-            "serve", "--data", str(lay.root), "--listen", f"127.0.0.1:{port}",
-            "--max-upload", max_upload,
-        ),
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"withcache serve exited {proc.returncode}: {err}")
-        try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                return Served(url, lay, mdir, proc, dict(users))
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    stop_nginx(proc)
-    raise RuntimeError("serve did not answer within 30 s")
+    # the upload service starts with nginx: give both longer than a plain serve
+    cache = start_nginx(lay.root, None, "--max-upload", max_upload, timeout=30)
+    return Served(cache.url, lay, mdir, cache.proc, dict(users))
 
 
 def sync(lay: Layout, manifests: Path) -> subprocess.CompletedProcess[str]:

@@ -23,14 +23,11 @@ import pytest
 import requests
 
 from tests.conftest import (
-    ROOT,
     Cache,
-    free_port,
     plant,
     run_withcache,
     start_nginx,
     stop_nginx,
-    withcache_cmd,
 )
 from tests.origin import Origin
 from tests.trees import JSON_TYPE, Tree, listed, sha256
@@ -86,31 +83,8 @@ def center(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Center]:
 
 def start_edge(data: Path, *centers: str, extra: tuple[str, ...] = ()) -> Cache:
     """`withcache serve --edge` on a free loopback port, up when /healthz answers."""
-    port = free_port()
-    argv = ["serve", "--data", str(data), "--listen", f"127.0.0.1:{port}", "--min-free", "10m"]
-    for c in centers:
-        argv += ["--edge", c]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        withcache_cmd(*argv, *extra),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"withcache serve --edge exited {proc.returncode}: {err}")
-        try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                return Cache(url, data, proc)
-        except requests.RequestException:
-            time.sleep(0.05)
-    stop_nginx(proc)
-    raise RuntimeError("the edge did not answer /healthz within 15 s")
+    edges = [arg for c in centers for arg in ("--edge", c)]
+    return start_nginx(data, None, "--min-free", "10m", *edges, *extra)
 
 
 @pytest.fixture
