@@ -42,13 +42,7 @@ def populate(data: Path, count: int) -> tuple[Layout, set[str]]:
             hits.append((key, i % 50 + 1, 1_000_000, now - (i * 7919) % count))
         if src == "auto" and i % 5 == 1:
             listed.add(key)  # auto-filled, then committed to a manifest
-    conn = store.connect(layout.db)
-    try:
-        store.put_artifacts(conn, rows)
-        with store.transaction(conn):
-            conn.executemany("INSERT INTO hits VALUES (?, ?, ?, ?)", hits)
-    finally:
-        conn.close()
+    c.seed_records(layout.db, rows, hits)
     return layout, listed
 
 

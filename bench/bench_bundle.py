@@ -43,11 +43,7 @@ def populate(data: Path, size: int) -> Layout:
         path = layout.www / keys.blob_relpath(key)
         digest = c.make_file(path, n, seed=i)
         rows.append(store.Artifact(key, url, keys.name(key), n, digest, time.time()))
-    conn = store.connect(layout.db)
-    try:
-        store.put_artifacts(conn, rows)
-    finally:
-        conn.close()
+    c.seed_records(layout.db, rows)
     return layout
 
 

@@ -34,13 +34,7 @@ def populate(data: Path, count: int) -> Layout:
         rows.append(store.Artifact(key, url, keys.name(key), 1_000_000 + i, f"{i:064x}", now - i))
         if i % 10 == 0:
             hits.append((key, i % 50 + 1, (i % 50 + 1) * 1_000_000, now - i / 2))
-    conn = store.connect(layout.db)
-    try:
-        store.put_artifacts(conn, rows)
-        with store.transaction(conn):
-            conn.executemany("INSERT INTO hits VALUES (?, ?, ?, ?)", hits)
-    finally:
-        conn.close()
+    c.seed_records(layout.db, rows, hits)
     return layout
 
 

@@ -17,49 +17,19 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 import common as c
+from bench_serve import ab_head_rps, curl_rate, interleaved, wrk_rps
 
 SLICE = 8 * c.MiB
 HERD = 100
 HERD_SIZE = 200 * c.MiB
 TREE_FILES = 10_000
-
-
-def curl_rate(url: str, size: int) -> float:
-    t0 = time.perf_counter()
-    out = c.run(["curl", "-sSf", "-o", "/dev/null", "-w", "%{size_download}", url], timeout=120)
-    dt = time.perf_counter() - t0
-    if int(out.stdout) != size:
-        raise RuntimeError(f"{url}: got {out.stdout} bytes, want {size}")
-    return size / dt / 1e6
-
-
-def wrk_rps(url: str, seconds: int) -> float:
-    out = c.run(
-        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--timeout", "5s", url], timeout=seconds + 30
-    ).stdout
-    if "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-
-def ab_head_rps(url: str, seconds: int) -> float:
-    out = c.run(
-        ["ab", "-q", "-k", "-i", "-c32", "-t", str(seconds), "-n", "50000", url],
-        timeout=seconds + 30,
-    ).stdout
-    failed = re.search(r"Failed requests:\s+(\d+)", out)
-    if (failed and int(failed.group(1))) or "Non-2xx" in out:
-        raise RuntimeError(f"ab saw errors on {url}:\n{out}")
-    return float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
 
 def herd(url: str, size: int, n: int = HERD) -> float:
@@ -104,16 +74,6 @@ def build_tree(data: Path, files: int) -> None:
     (www / "catalog.json").write_text('{"artifacts": []}\n')
     for p in www.rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
-
-
-def interleaved(
-    measure: Callable[[str], float], urls: dict[str, str], runs: int
-) -> dict[str, c.Stats]:
-    samples: dict[str, list[float]] = {name: [] for name in urls}
-    for _ in range(runs):
-        for name, url in urls.items():
-            samples[name].append(measure(url))
-    return {name: c.Stats(v) for name, v in samples.items()}
 
 
 def upstream_gets(log: Path, path: str, since: int) -> int:

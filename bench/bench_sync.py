@@ -215,11 +215,7 @@ def populate(data: Path, manifest: Path, count: int) -> None:
         )
         rows.append(a)
         lines.append(f"  - {url}")
-    conn = store.connect(layout.db)
-    try:
-        store.put_artifacts(conn, rows)
-    finally:
-        conn.close()
+    c.seed_records(layout.db, rows)
     manifest.write_text("\n".join(lines) + "\n")
 
 
