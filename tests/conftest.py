@@ -3,6 +3,7 @@ and a guard that no test leaks threads."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -253,3 +254,19 @@ def check_server_block(tmp_path: Path, snippet: str) -> None:
         f"http {{\n include {tmp_path}/withcache.conf;\n}}\n"
     )
     nginx.check(main_conf)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `path` (created) with mount `options` ("size=64m,..."), for a
+    data dir whose disk fills up for real; skips where mounting is not allowed."""
+    path.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Cache, plant, run_withcache, start_nginx, stop_nginx
+from tests.conftest import Cache, plant, run_withcache, start_nginx, stop_nginx, tmpfs
 from tests.origin import Origin
 from tests.test_misses_e2e import caught_up, wait_for
 from tests.watcher import Watcher, checkpoint
@@ -127,18 +126,8 @@ def test_a_client_streaming_an_artifact_while_it_is_evicted_gets_every_byte(
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB tmpfs: a data dir whose free space is real."""
     tmp_path.chmod(0o755)  # nginx's www-data worker must get through
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64m,mode=0755", "tmpfs", str(mnt)],
-        capture_output=True,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "tiny", "size=64m,mode=0755") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def free(path: Path) -> int:

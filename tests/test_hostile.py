@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import run_withcache
+from tests.conftest import run_withcache, tmpfs
 from tests.origin import Origin
 from tests.test_sync import assert_tree_matches_records, manifest, records
 from withcache import index, keys, report, store
@@ -31,17 +30,8 @@ from withcache.layout import Layout
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """An 80 MiB tmpfs: a data dir that fills up for real."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mnt)], capture_output=True
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "size=80m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_sync_that_does_not_fit_says_so_in_one_line_every_time(
