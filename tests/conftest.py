@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,12 +153,17 @@ class Cache:
         key = plant(self.layout, origin_url, body, keep_query)
         return self.url + keys.cache_path(key)
 
-    def log_lines(self, at_least: int = 0, timeout: float = 5.0) -> list[str]:
-        """The access log's lines; with `at_least`, wait up to `timeout` for that many
-        (nginx writes a request's line just after its response has gone)."""
+    def log_lines(
+        self, at_least: int = 0, timeout: float = 5.0, where: Callable[[str], bool] | None = None
+    ) -> list[str]:
+        """The access log's lines (those `where` accepts); with `at_least`, wait up to
+        `timeout` for that many (nginx writes a request's line just after its response
+        has gone)."""
         deadline = time.monotonic() + timeout
         while True:
             lines = self.access_log.read_text().splitlines()
+            if where is not None:
+                lines = [line for line in lines if where(line)]
             if len(lines) >= at_least or time.monotonic() >= deadline:
                 return lines
             time.sleep(0.02)

@@ -9,7 +9,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,14 +46,9 @@ def raw(
 
 
 def log(cache: Cache, prefix: str = "/m/", at_least: int = 0) -> list[dict[str, object]]:
-    """The logged requests under `prefix`; with `at_least`, wait up to 5 s for that many
-    (nginx writes a request's line just after its response has gone)."""
-    deadline = time.monotonic() + 5
-    while True:
-        lines = [json.loads(x) for x in cache.log_lines() if f'"uri":"{prefix}' in x]
-        if len(lines) >= at_least or time.monotonic() >= deadline:
-            return lines
-        time.sleep(0.02)
+    """The logged requests under `prefix`; with `at_least`, wait for that many."""
+    lines = cache.log_lines(at_least, where=lambda line: f'"uri":"{prefix}' in line)
+    return [json.loads(line) for line in lines]
 
 
 def snapshot(www: Path) -> dict[str, tuple[int, int]]:
