@@ -17,7 +17,7 @@ from tests.conftest import ROOT, Cache, plant, run_withcache
 from tests.origin import Origin
 from tests.test_misses_e2e import caught_up, wait_for
 from tests.watcher import Watcher, checkpoint
-from withcache import budget, keys, metrics
+from withcache import atomic, budget, keys, metrics
 
 DEPLOY = ROOT / "withcache" / "deploy"
 
@@ -85,6 +85,18 @@ def test_counters_match_the_requests_and_nginx_serves_them(cache: Cache, tmp_pat
         assert value(s, "withcache_watcher_lag_seconds", log=log) == 0
     finally:
         assert w.term() == 0
+
+
+def test_a_scrape_always_sees_the_latest_file(cache: Cache) -> None:
+    """Every worker answers /metrics from the file as it is now, never from a descriptor
+    it kept open: counters must not go backwards between two scrapes."""
+    path = cache.layout.www / metrics.FILE
+    atomic.write(path, b"withcache_log_lines_total 1\n")
+    for _ in range(10):  # fresh connections: every worker opens the first file
+        assert requests.get(cache.url + "/metrics", timeout=5).text.endswith(" 1\n")
+    atomic.write(path, b"withcache_log_lines_total 2\n")
+    seen = [requests.get(cache.url + "/metrics", timeout=5).text for _ in range(10)]
+    assert seen == ["withcache_log_lines_total 2\n"] * 10
 
 
 def test_sync_records_its_result_and_evictions_are_counted(tmp_path: Path, origin: Origin) -> None:
