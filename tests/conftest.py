@@ -161,7 +161,7 @@ class Cache:
         has gone)."""
         deadline = time.monotonic() + timeout
         while True:
-            lines = self.access_log.read_text().splitlines()
+            lines = self.access_log.read_bytes().decode("utf-8", "replace").splitlines()
             if where is not None:
                 lines = [line for line in lines if where(line)]
             if len(lines) >= at_least or time.monotonic() >= deadline:

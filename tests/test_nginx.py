@@ -277,7 +277,7 @@ def test_https_serves_the_same_bytes_as_http(tls_cache: Cache, tls_ca: CA) -> No
     assert (part.status_code, part.content) == (206, BODY[10:20])
     assert requests.get(tls_cache.tls_url + "/b/AAAA/x", verify=str(tls_ca.ca)).status_code == 404
     # Both listeners write the one access log the watcher follows.
-    assert sum(1 for line in tls_cache.log_lines() if '"uri":"' + path in line) == 3
+    assert len(tls_cache.log_lines(3, where=lambda line: '"uri":"' + path in line)) == 3
     with pytest.raises(requests.exceptions.SSLError):  # nothing trusts it by default
         requests.get(tls_cache.tls_url + path, timeout=5)
 

@@ -41,8 +41,8 @@ def home(tmp_path: Path) -> Path:
     return h
 
 
-def heads_and_gets(cache: Cache) -> list[tuple[object, object]]:
-    return [(e["method"], e["status"]) for e in log(cache)]
+def heads_and_gets(cache: Cache, at_least: int = 0) -> list[tuple[object, object]]:
+    return [(e["method"], e["status"]) for e in log(cache, at_least)]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -56,7 +56,7 @@ def test_installer_line_hits_an_https_cache(
     r = run([*shim("curl", shell), *INSTALLER, url], tmp_path, env)
     assert (r.returncode, r.stdout, r.stderr) == (0, CACHED.decode(), "")
     assert tls_origin.requests == []
-    assert heads_and_gets(tls_cache) == [("HEAD", 200), ("GET", 200)]
+    assert heads_and_gets(tls_cache, 2) == [("HEAD", 200), ("GET", 200)]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -76,7 +76,7 @@ def test_an_http_cache_is_never_offered_to_proto_https(
     env["WITHCACHE_SERVER"] = f"{tls_cache.url} {tls_cache.tls_url}"
     r = run([*shim("curl", shell), *INSTALLER, url], tmp_path, env)
     assert (r.returncode, r.stdout) == (0, CACHED.decode())
-    assert heads_and_gets(tls_cache) == [("HEAD", 200), ("GET", 200)]
+    assert heads_and_gets(tls_cache, 2) == [("HEAD", 200), ("GET", 200)]
     assert [s.method for s in tls_origin.requests] == ["GET"]  # the first run only
 
 
@@ -122,4 +122,4 @@ def test_wget_hits_an_https_cache_with_its_ca_certificate(
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "install.sh").read_bytes() == CACHED
     assert tls_origin.requests == []
-    assert heads_and_gets(tls_cache) == [("HEAD", 200), ("GET", 200)]
+    assert heads_and_gets(tls_cache, 2) == [("HEAD", 200), ("GET", 200)]
