@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from withcache import fetch, placement, store
-from withcache.fillpool import FillPool, allowed
+from withcache.fillpool import FillPool
 from withcache.layout import Layout
+from withcache.transport import allowed
 
 
 class AutoFill(FillPool[str]):

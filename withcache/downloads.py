@@ -21,9 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
-from withcache import fetch, placement, store
+from withcache import fetch, placement, store, transport
 from withcache.fmt import human
 from withcache.layout import Layout
 from withcache.mirrors import sources
@@ -74,7 +72,7 @@ class Downloads:
         jobs: int,
         policy: fetch.Policy,
         progress: Progress,
-        session: Callable[[], requests.Session] = fetch.new_session,
+        session: Callable[[], transport.Client] = fetch.new_session,
         partial: Path | None = None,
     ) -> None:
         self.layout = layout
@@ -86,7 +84,7 @@ class Downloads:
         self.outcome = Outcome()
         self.stopping = threading.Event()
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        self._sessions: list[transport.Client] = []
         self._sessions_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Done | _Unchanged | _Failed | None] = queue.SimpleQueue()
 
@@ -121,8 +119,8 @@ class Downloads:
 
     # --- worker threads -------------------------------------------------------------
 
-    def _session(self) -> requests.Session:
-        s: requests.Session | None = getattr(self._local, "session", None)
+    def _session(self) -> transport.Client:
+        s: transport.Client | None = getattr(self._local, "session", None)
         if s is None:
             s = self._local.session = self.new_session()
             with self._sessions_lock:

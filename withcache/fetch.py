@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import json
 import os
@@ -25,18 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
-from withcache import __version__, atomic, fmt
+from withcache import atomic, fmt, transport
 from withcache.errors import FetchError
 from withcache.placement import Verified
+from withcache.transport import Response
 
 CHUNK = 1 << 20  # one read fills one buffer: the most we lose to a reset, the progress step
 BUFFERS = 8
 INLINE = 4 << 20  # hash a file's first bytes inline; a helper thread takes the rest
 FLUSH_EVERY = 64 << 20
 WATCHDOG_TICK = 0.5  # seconds: how late a stalled read is cut at most
-USER_AGENT = f"withcache-sync/{__version__}"
 
 Progress = Callable[[int], None]
 
@@ -106,33 +103,13 @@ def partial_paths(partial_dir: Path, key: str) -> tuple[Path, Path]:
     return partial_dir / f"{stem}.part", partial_dir / f"{stem}.json"
 
 
-def new_session() -> requests.Session:
-    s = requests.Session()
-    s.headers["User-Agent"] = USER_AGENT
-    s.headers["Accept-Encoding"] = "identity"  # the bytes, exactly as the origin has them
-    # requests reads the environment (proxies, CA bundle, netrc) again for every request,
-    # about half a millisecond each; read once here what it would find, and skip the rest
-    # when no proxy or netrc is set up.
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        s.verify = bundle
-    s.trust_env = _proxies_or_netrc()
-    return s
-
-
-@functools.cache
-def _proxies_or_netrc() -> bool:
-    """Whether a proxy or a netrc file is set up, which requests must look up per URL."""
-    if any(k.lower().endswith("_proxy") and v for k, v in os.environ.items()):
-        return True
-    if os.environ.get("NETRC"):
-        return True
-    home = os.path.expanduser("~")
-    return any(os.path.exists(os.path.join(home, n)) for n in (".netrc", "_netrc"))
+def new_session() -> transport.Client:
+    """A client for one download thread."""
+    return transport.Client()
 
 
 def fetch(
-    session: requests.Session,
+    session: transport.Client,
     req: Request,
     partial_dir: Path,
     policy: Policy = Policy(),
@@ -162,7 +139,7 @@ def discard_partial(partial_dir: Path, key: str) -> None:
 
 
 def _fetch_once(
-    session: requests.Session,
+    session: transport.Client,
     req: Request,
     partial_dir: Path,
     policy: Policy,
@@ -189,20 +166,20 @@ def _fetch_once(
 
     resp, hops, final = _get(session, req, headers, policy)
     with resp:
-        if resp.status_code == 304:
+        if resp.status == 304:
             return None
-        if resp.status_code == 416 and offset:
+        if resp.status == 416 and offset:
             discard_partial(partial_dir, req.key)  # our partial is not a prefix any more
             raise FetchFailed("origin refused the resume range; starting over", retry=True)
-        if resp.status_code >= 400:
+        if resp.status >= 400:
             raise FetchFailed(
-                f"HTTP {resp.status_code} {resp.reason or ''}".strip(),
-                retry=resp.status_code >= 500 or resp.status_code in (408, 429),
+                f"HTTP {resp.status} {resp.reason or ''}".strip(),
+                retry=resp.status >= 500 or resp.status in (408, 429),
             )
-        if resp.status_code == 206 and offset:
+        if resp.status == 206 and offset:
             _check_content_range(resp, offset)
-        elif resp.status_code != 200:
-            raise FetchFailed(f"unexpected HTTP {resp.status_code}")
+        elif resp.status != 200:
+            raise FetchFailed(f"unexpected HTTP {resp.status}")
         else:
             offset = 0  # the origin sent the whole file: start over
         etag = resp.headers.get("ETag")
@@ -243,7 +220,7 @@ def _fetch_once(
     )
 
 
-def _keep_connection(resp: requests.Response) -> None:
+def _keep_connection(resp: Response) -> None:
     """Give the connection back to the pool once the body has been read to its end.
 
     The body is read from http.client's response directly (_body_reader), so urllib3
@@ -252,10 +229,10 @@ def _keep_connection(resp: requests.Response) -> None:
     response closed once its whole body is read (Content-Length or last chunk); only
     then is the connection reusable. A connection the origin closed is noticed by the
     pool before its next use."""
-    fp = getattr(resp.raw, "_fp", None)
+    fp = getattr(resp, "_fp", None)
     isclosed = getattr(fp, "isclosed", None)
     if callable(isclosed) and isclosed():
-        resp.raw.release_conn()
+        resp.release_conn()
 
 
 def _without_query(url: str) -> str:
@@ -267,8 +244,8 @@ def _without_query(url: str) -> str:
 
 
 def _get(
-    session: requests.Session, req: Request, headers: dict[str, str], policy: Policy
-) -> tuple[requests.Response, int, str]:
+    session: transport.Client, req: Request, headers: dict[str, str], policy: Policy
+) -> tuple[Response, int, str]:
     """GET, following redirects ourselves: the manifest's headers go only to the entry's
     own origin (and to hosts it names), a loop or a redirect to anything but http(s) is
     one clear error instead of a retried "cannot connect". Returns the final response,
@@ -280,18 +257,12 @@ def _get(
     seen = {url}
     for hop in range(policy.max_redirects + 1):
         try:
-            resp = session.get(
-                url,
-                headers=headers,
-                stream=True,
-                timeout=(policy.connect_timeout, policy.read_timeout),
-                allow_redirects=False,
-            )
-        except requests.exceptions.InvalidURL as exc:
+            resp = session.get(url, headers, (policy.connect_timeout, policy.read_timeout))
+        except transport.Refused as exc:
             raise FetchFailed(f"refused: {_reason(exc)}") from exc
-        except requests.RequestException as exc:
+        except transport.Unreachable as exc:
             raise FetchFailed(f"cannot connect: {_reason(exc)}", retry=True) from exc
-        location = resp.headers.get("Location") if resp.is_redirect else None
+        location = resp.headers.get("Location") if resp.status in _REDIRECTS else None
         if location is None:
             return resp, hop, url
         resp.close()
@@ -302,13 +273,16 @@ def _get(
         if target in seen:
             raise FetchFailed(f"redirect loop: {url} leads back to {target}")
         seen.add(target)
-        if resp.status_code == 303:
+        if resp.status == 303:
             headers = {k: v for k, v in headers.items() if k.lower() not in ("range", "if-range")}
         origin = _origin(target)
         if origin != own and not _named(origin, req.header_hosts):
             headers = {k: v for k, v in headers.items() if k.lower() not in secret}
         url = target
     raise FetchFailed(f"more than {policy.max_redirects} redirects from {req.url}")
+
+
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -391,7 +365,7 @@ class _Limits:
 
 
 def _stream_to(
-    resp: requests.Response, part: Path, offset: int, progress: Progress | None, limits: _Limits
+    resp: Response, part: Path, offset: int, progress: Progress | None, limits: _Limits
 ) -> tuple[str, int, bool]:
     """Append the body to `part` from `offset`; return (sha256 of the whole file, size,
     fsynced?). A file smaller than FLUSH_EVERY is left for placement to flush with the
@@ -472,7 +446,7 @@ class _Watchdog:
         self._watches: set[_Watch] = set()
         self._thread: threading.Thread | None = None
 
-    def watch(self, resp: requests.Response) -> _Watch:
+    def watch(self, resp: Response) -> _Watch:
         w = _Watch(self, _socket_of(resp))
         with self._lock:
             self._watches.add(w)
@@ -501,8 +475,8 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
-def _socket_of(resp: requests.Response) -> socket.socket | None:
-    conn = getattr(resp.raw, "connection", None) or getattr(resp.raw, "_connection", None)
+def _socket_of(resp: Response) -> socket.socket | None:
+    conn = getattr(resp, "connection", None) or getattr(resp, "_connection", None)
     sock = getattr(conn, "sock", None)
     return sock if isinstance(sock, socket.socket) else None
 
@@ -550,7 +524,7 @@ class _Flusher:
                 self._thread.join()
 
 
-def _body_reader(resp: requests.Response) -> Callable[[bytearray], int]:
+def _body_reader(resp: Response) -> Callable[[bytearray], int]:
     """The fastest way to read the raw body into a buffer.
 
     urllib3's readinto() reads into a fresh bytes object and copies it; the
@@ -558,11 +532,11 @@ def _body_reader(resp: requests.Response) -> Callable[[bytearray], int]:
     faster on loopback) and still raises IncompleteRead on a short body. Use it
     when the body needs no decoding, as with our `Accept-Encoding: identity`.
     """
-    fp = getattr(resp.raw, "_fp", None)
+    fp = getattr(resp, "_fp", None)
     encoding = resp.headers.get("Content-Encoding", "identity").lower()
     if encoding == "identity" and callable(getattr(fp, "readinto", None)):
         return fp.readinto  # type: ignore[no-any-return, union-attr]
-    return resp.raw.readinto
+    return resp.readinto
 
 
 _spare = threading.local()  # each sync worker keeps its buffers from file to file
@@ -650,7 +624,7 @@ class _Hasher:
                 _spare.buffers = buffers
 
 
-def _check_content_range(resp: requests.Response, offset: int) -> None:
+def _check_content_range(resp: Response, offset: int) -> None:
     cr = resp.headers.get("Content-Range", "")
     try:
         unit, _, rng = cr.partition(" ")
@@ -661,7 +635,7 @@ def _check_content_range(resp: requests.Response, offset: int) -> None:
         raise FetchFailed(f"origin answered Range {offset}- with Content-Range {cr!r}")
 
 
-def _expected_total(resp: requests.Response, offset: int) -> int | None:
+def _expected_total(resp: Response, offset: int) -> int | None:
     length = resp.headers.get("Content-Length")
     if length is None or not length.isdigit():
         return None
@@ -684,7 +658,7 @@ def _size(path: Path) -> int:
 
 
 def _reason(exc: BaseException) -> str:
-    """The innermost useful words of a requests/urllib3 exception chain."""
+    """The innermost useful words of an urllib3 exception chain."""
     text = str(exc)
     inner = exc.__context__ or exc.__cause__
     while inner is not None and len(text) > 160:

@@ -14,45 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Collection, Hashable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Generic, TypeVar
-from urllib.parse import urlsplit
+from typing import Generic, TypeVar
 
-import requests
-from requests.adapters import HTTPAdapter
-
-from withcache import budget, fetch, index, nginx
+from withcache import budget, fetch, index, nginx, transport
 from withcache.layout import Layout
 
 MAX_PENDING = 256  # more waiting misses than this are offered again on their next request
 RETRY_AFTER = 600.0  # seconds before a failed miss is tried again
 
 T = TypeVar("T", bound=Hashable)
-
-
-def allowed(url: str, hosts: frozenset[str]) -> bool:
-    """Is the URL's host (or host:port) one of `hosts`? Case-insensitive, exact."""
-    try:
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        return False
-    return host in hosts or (port is not None and f"{host}:{port}" in hosts)
-
-
-class AllowedHostsOnly(HTTPAdapter):
-    """Refuses to send a request (a redirect hop included) to a host not allowed."""
-
-    def __init__(self, hosts: frozenset[str]) -> None:
-        super().__init__()
-        self.hosts = hosts
-
-    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
-        if not allowed(request.url or "", self.hosts):
-            raise requests.exceptions.InvalidURL(
-                f"{request.url}: host not in auto.allow_hosts; not fetched"
-            )
-        return super().send(request, *args, **kwargs)
 
 
 class FillPool(Generic[T]):
@@ -86,7 +56,7 @@ class FillPool(Generic[T]):
         self._pending: set[T] = set()
         self._failed: dict[T, float] = {}
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
+        self._sessions: list[transport.Client] = []
         self.filled: list[T] = []
 
     # --- what a subclass says ---------------------------------------------------------
@@ -131,17 +101,14 @@ class FillPool(Generic[T]):
         for s in self._sessions:
             s.close()
 
-    def session(self, hosts: frozenset[str]) -> requests.Session:
-        """This thread's session that talks to `hosts` and nothing else."""
-        by_hosts: dict[frozenset[str], requests.Session] = self._local.__dict__.setdefault(
+    def session(self, hosts: frozenset[str]) -> transport.Client:
+        """This thread's client that talks to `hosts` and nothing else."""
+        by_hosts: dict[frozenset[str], transport.Client] = self._local.__dict__.setdefault(
             "sessions", {}
         )
         s = by_hosts.get(hosts)
         if s is None:
-            s = by_hosts[hosts] = fetch.new_session()
-            guard = AllowedHostsOnly(hosts)
-            s.mount("http://", guard)
-            s.mount("https://", guard)
+            s = by_hosts[hosts] = transport.Client(hosts, why="host not in auto.allow_hosts")
             with self._lock:
                 self._sessions.append(s)
         return s

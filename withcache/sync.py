@@ -20,8 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 from withcache import (
     budget,
     fetch,
@@ -276,6 +274,8 @@ def head_sizes(wanted: Sequence[Wanted], timeout: float = 5.0, jobs: int = 8) ->
     """Sizes the origins announce (for `sync --dry-run`); unknown ones are left out."""
 
     def one(w: Wanted) -> tuple[str, int | None]:
+        import requests  # only a dry run asks for sizes: no import cost elsewhere
+
         try:
             r = requests.head(w.url, headers=dict(w.headers), timeout=timeout, allow_redirects=True)
             n = r.headers.get("Content-Length")

@@ -26,7 +26,7 @@ from withcache.mirrors.sources import Served, fetch_first, pins_text
 
 
 def source_hosts(mirror: Mirror) -> frozenset[str]:
-    """`host` and `host:port` of each source, as fillpool.allowed() compares them."""
+    """`host` and `host:port` of each source, as transport.allowed() compares them."""
     out = set()
     for s in mirror.sources:
         parts = urlsplit(s)

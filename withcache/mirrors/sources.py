@@ -21,9 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
-from withcache import fetch
+from withcache import fetch, transport
 from withcache.mirrors.tree import Placement
 from withcache.plan import Wanted
 
@@ -63,7 +61,7 @@ def mirror_placement(w: Wanted, result: fetch.Result) -> Placement | None:
 
 
 def fetch_first(
-    session: requests.Session,
+    session: transport.Client,
     req: fetch.Request,
     partial_dir: Path,
     policy: fetch.Policy = fetch.Policy(),  # noqa: B008 (frozen)

@@ -18,8 +18,8 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 import requests
 
 from withcache.errors import WithcacheError
-from withcache.fetch import USER_AGENT
 from withcache.pyindex.model import Listed, Yanked
+from withcache.transport import USER_AGENT
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPES = ("application/vnd.pypi.simple.v1+html", "text/html")
