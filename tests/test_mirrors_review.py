@@ -139,7 +139,7 @@ def test_misses_report_index_and_hits_know_mirror_paths(
             key = keys.normalize(f"{origin.base}/pub/held.tgz")
             assert requests.get(cache.url + keys.cache_path(key)).status_code == 200
             assert requests.get(f"{cache.url}/m/lab/bad%20path").status_code == 404
-            wait_for(lambda: caught_up(cache))
+            wait_for(lambda: caught_up(cache, 7))  # the 7 requests above, all logged
         finally:
             assert w.term() == 0
     finally:
