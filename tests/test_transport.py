@@ -65,7 +65,7 @@ def test_a_proxy_from_the_environment_carries_every_download(
     origin.add(url, BODY)
     m = manifest(tmp_path, [f"- url: {url}", f"  sha256: {hashlib.sha256(BODY).hexdigest()}"])
     data = tmp_path / "data"
-    env = {"http_proxy": origin.base, "no_proxy": ""}
+    env = {"http_proxy": origin.base.removeprefix("http://"), "no_proxy": ""}  # as curl takes it
     r = run_withcache("sync", "-q", "--data", str(data), "-m", str(m), env=env)
     assert r.returncode == 0, r.stderr
     assert [(s.method, s.path) for s in origin.requests] == [("GET", url)]

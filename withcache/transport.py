@@ -110,10 +110,11 @@ def _proxy_for(url: str) -> str | None:
     import urllib.request  # 18 ms of imports, paid only where a proxy is set up
 
     parts = urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme.lower())
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme.lower()) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(parts.netloc):
         return None
-    return proxy
+    return proxy if "://" in proxy else f"http://{proxy}"  # `host:3128`, as curl reads it
 
 
 @functools.cache
