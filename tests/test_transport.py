@@ -77,3 +77,14 @@ def test_a_proxy_from_the_environment_carries_every_download(
     )  # fmt: skip
     assert r.returncode == 1 and "cannot connect" in r.stderr
     assert len(origin.requests) == 1
+
+
+def test_a_manifest_header_replaces_ours_whatever_its_case(origin: Origin, tmp_path: Path) -> None:
+    """Some vendors serve only known agents: the entry's user-agent is the one sent."""
+    url = origin.add("/agent.bin", BODY)
+    m = manifest(tmp_path, [f"- url: {url}", "  headers: {user-agent: Lab-Fetcher/2}"])
+    r = run_withcache("sync", "-q", "--data", str(tmp_path / "data"), "-m", str(m))
+    assert r.returncode == 0, r.stderr
+    (seen,) = origin.requests
+    agents = [v for k, v in seen.headers.items() if k.lower() == "user-agent"]
+    assert agents == ["Lab-Fetcher/2"]

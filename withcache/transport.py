@@ -18,6 +18,7 @@ import os
 from urllib.parse import urlsplit
 
 import urllib3
+from urllib3 import HTTPHeaderDict
 from urllib3.exceptions import HTTPError, LocationValueError
 
 from withcache import __version__
@@ -63,9 +64,10 @@ class Client:
         Refused or Unreachable."""
         if self.only is not None and not allowed(url, self.only):
             raise Refused(f"{url}: {self.why}; not fetched")
-        sent = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-        sent.update(headers)
-        if _netrc_in_use() and not any(k.lower() == "authorization" for k in sent):
+        sent = HTTPHeaderDict({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+        for name, value in headers.items():  # a manifest's user-agent replaces ours
+            sent[name] = value
+        if "Authorization" not in sent and _netrc_in_use():
             auth = _netrc_auth(url)
             if auth:
                 sent["Authorization"] = auth
