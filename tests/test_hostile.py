@@ -78,6 +78,11 @@ def test_manifest_headers_reach_only_the_entrys_own_origin(tmp_path: Path) -> No
             "    headers: {X-Api-Key: env:KEY}\n"
         )
         env = {"KEY": "k-secret", "TOKEN": "t-secret"}
+        # the dry run's HEADs follow the redirect the same way, and learn the size
+        r = run_withcache("sync", "--dry-run", "--data", str(tmp_path / "d"), "-m", str(m), env=env)
+        assert r.returncode == 0, r.stderr
+        assert f"fetch  {a.base}/moved.bin  (10 B, new)" in r.stdout
+        assert [(s.method, "X-Api-Key" in s.headers) for s in b.seen()] == [("HEAD", False)]
         r = run_withcache("sync", "-q", "--data", str(tmp_path / "d"), "-m", str(m), env=env)
         assert r.returncode == 0, r.stderr
         at_a = [s.headers for s in a.seen()]

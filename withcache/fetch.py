@@ -164,7 +164,7 @@ def _fetch_once(
         elif req.last_modified:
             headers["If-Modified-Since"] = req.last_modified
 
-    resp, hops, final = _get(session, req, headers, policy)
+    resp, hops, final = open_final(session, req, headers, policy)
     with resp:
         if resp.status == 304:
             return None
@@ -243,21 +243,27 @@ def _without_query(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" + ("?" if parts.query else "")
 
 
-def _get(
-    session: transport.Client, req: Request, headers: dict[str, str], policy: Policy
+def open_final(
+    session: transport.Client,
+    req: Request,
+    headers: dict[str, str],
+    policy: Policy,
+    method: str = "GET",
 ) -> tuple[Response, int, str]:
-    """GET, following redirects ourselves: the manifest's headers go only to the entry's
-    own origin (and to hosts it names), a loop or a redirect to anything but http(s) is
-    one clear error instead of a retried "cannot connect". Returns the final response,
-    how many redirects led to it, and its URL (the shims tell clients that do not follow
-    redirects, or name files after the last URL, what the origin did)."""
+    """GET (or HEAD), following redirects ourselves: the manifest's headers go only to
+    the entry's own origin (and to hosts it names), a loop or a redirect to anything but
+    http(s) is one clear error instead of a retried "cannot connect". Returns the final
+    response, how many redirects led to it, and its URL (the shims tell clients that do
+    not follow redirects, or name files after the last URL, what the origin did)."""
     url = req.url
     own = _origin(url)
     secret = {k.lower() for k in req.headers}
     seen = {url}
     for hop in range(policy.max_redirects + 1):
         try:
-            resp = session.get(url, headers, (policy.connect_timeout, policy.read_timeout))
+            resp = session.request(
+                url, headers, (policy.connect_timeout, policy.read_timeout), method
+            )
         except transport.Refused as exc:
             raise FetchFailed(f"refused: {_reason(exc)}") from exc
         except transport.Unreachable as exc:

@@ -271,17 +271,22 @@ def preview(
 
 
 def head_sizes(wanted: Sequence[Wanted], timeout: float = 5.0, jobs: int = 8) -> dict[str, int]:
-    """Sizes the origins announce (for `sync --dry-run`); unknown ones are left out."""
+    """Sizes the origins announce (for `sync --dry-run`); unknown ones are left out.
+    Redirects are followed as a download follows them, headers kept to their hosts."""
+    policy = fetch.Policy(connect_timeout=timeout, read_timeout=timeout)
 
     def one(w: Wanted) -> tuple[str, int | None]:
-        import requests  # only a dry run asks for sizes: no import cost elsewhere
-
+        req = fetch.Request(w.url, w.key, dict(w.headers), header_hosts=w.header_hosts)
+        client = fetch.new_session()
         try:
-            r = requests.head(w.url, headers=dict(w.headers), timeout=timeout, allow_redirects=True)
-            n = r.headers.get("Content-Length")
-            return w.key, int(n) if r.ok and n and n.isdigit() else None
-        except requests.RequestException:
+            resp, _hops, _url = fetch.open_final(client, req, dict(w.headers), policy, "HEAD")
+            with resp:
+                n = resp.headers.get("Content-Length")
+                return w.key, int(n) if resp.status < 300 and n and n.isdigit() else None
+        except fetch.FetchFailed:
             return w.key, None
+        finally:
+            client.close()
 
     with ThreadPoolExecutor(jobs) as pool:
         return {k: n for k, n in pool.map(one, wanted) if n is not None}

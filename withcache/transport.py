@@ -59,9 +59,15 @@ class Client:
         self._direct = urllib3.PoolManager(**self._options)  # type: ignore[arg-type]
         self._proxied: dict[str, urllib3.ProxyManager] = {}
 
-    def get(self, url: str, headers: dict[str, str], timeout: tuple[float, float]) -> Response:
-        """GET `url` without following redirects; the body is left unread. Raises
-        Refused or Unreachable."""
+    def request(
+        self,
+        url: str,
+        headers: dict[str, str],
+        timeout: tuple[float, float],
+        method: str = "GET",
+    ) -> Response:
+        """GET (or HEAD) `url` without following redirects; the body is left unread.
+        Raises Refused or Unreachable."""
         if self.only is not None and not allowed(url, self.only):
             raise Refused(f"{url}: {self.why}; not fetched")
         sent = HTTPHeaderDict({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
@@ -73,7 +79,7 @@ class Client:
                 sent["Authorization"] = auth
         try:
             return self._manager(url).urlopen(
-                "GET",
+                method,
                 url,
                 headers=sent,
                 redirect=False,
