@@ -4,11 +4,11 @@
 The origin is a minimal nginx on loopback (several GB/s, never the bottleneck).
   - 1 GiB: `curl -o FILE` (baseline) vs `withcache sync` of the same URL into an empty
     data dir (download + sha256 + fsync + rename + index), vs hashing alone
-    (`sha256sum`; `openssl dgst -sha256` for the CPU's SHA-NI speed), vs the in-process
-    download loop `withcache.fetch.fetch()` (diagnostic: no interpreter start, no index),
-    vs withcache-server 0.13.3's fill through its API. Target: sync >= 0.9x of the
-    floor, the slowest of the stages measured alone in the same round (curl's download,
-    `openssl dgst`, `dd` with fsync): sync cannot beat its slowest stage.
+    (`sha256sum`; `openssl dgst -sha256` for the CPU's SHA-NI speed), vs writing alone
+    (`dd` with fsync), vs withcache-server 0.13.3's fill through its API. Target: sync
+    >= 0.9x of the floor, the slowest of the stages measured alone in the same round
+    (curl's download, `openssl dgst`, `dd` with fsync): sync cannot beat its slowest
+    stage.
   - 200 x 1 MiB: one `curl` sequential (-K list) vs `withcache sync -j 1`; `curl -Z
     --parallel-max 4` vs `withcache sync -j 4` (target >= 0.5x, every file fsynced and
     recorded).
