@@ -72,7 +72,7 @@ class Downloads:
         jobs: int,
         policy: fetch.Policy,
         progress: Progress,
-        session: Callable[[], transport.Client] = fetch.new_session,
+        client: Callable[[], transport.Client] = transport.Client,
         partial: Path | None = None,
     ) -> None:
         self.layout = layout
@@ -80,12 +80,12 @@ class Downloads:
         self.jobs = max(1, jobs)
         self.policy = policy
         self.progress = progress
-        self.new_session = session
+        self.new_client = client
         self.outcome = Outcome()
         self.stopping = threading.Event()
         self._local = threading.local()
-        self._sessions: list[transport.Client] = []
-        self._sessions_lock = threading.Lock()
+        self._clients: list[transport.Client] = []
+        self._clients_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Done | _Unchanged | _Failed | None] = queue.SimpleQueue()
 
     def run(self, work: Sequence[Fetch]) -> Outcome:
@@ -114,18 +114,18 @@ class Downloads:
         pool.shutdown(wait=True)
         self._queue.put(None)
         placer.join()
-        for s in self._sessions:
-            s.close()
+        for c in self._clients:
+            c.close()
 
     # --- worker threads -------------------------------------------------------------
 
-    def _session(self) -> transport.Client:
-        s: transport.Client | None = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = self.new_session()
-            with self._sessions_lock:
-                self._sessions.append(s)
-        return s
+    def _client(self) -> transport.Client:
+        c: transport.Client | None = getattr(self._local, "client", None)
+        if c is None:
+            c = self._local.client = self.new_client()
+            with self._clients_lock:
+                self._clients.append(c)
+        return c
 
     def _one(self, job: Fetch) -> None:
         if self.stopping.is_set():
@@ -144,7 +144,7 @@ class Downloads:
         self.progress.file_started(w.key, w.name, None)
         try:
             result = sources.fetcher_for(w)(
-                self._session(),
+                self._client(),
                 req,
                 self.partial,
                 self.policy,

@@ -103,11 +103,6 @@ def partial_paths(partial_dir: Path, key: str) -> tuple[Path, Path]:
     return partial_dir / f"{stem}.part", partial_dir / f"{stem}.json"
 
 
-def new_session() -> transport.Client:
-    """A client for one download thread."""
-    return transport.Client()
-
-
 def fetch(
     session: transport.Client,
     req: Request,

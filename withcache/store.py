@@ -304,8 +304,7 @@ def artifacts_with_origin_headers(conn: sqlite3.Connection) -> list[Artifact]:
 
 def artifacts_with_keys(conn: sqlite3.Connection, keys: Sequence[str]) -> list[str]:
     """Which of `keys` have a record (without reading the whole table)."""
-    marks = ", ".join("?" * len(keys))
-    return [r[0] for r in conn.execute(f"SELECT key FROM artifacts WHERE key IN ({marks})", keys)]
+    return [r[0] for r in rows_where_in(conn, "SELECT key FROM artifacts", "key", keys)]
 
 
 def rows_where_in(

@@ -34,6 +34,7 @@ from withcache import (
     role,
     store,
     synced,
+    transport,
 )
 from withcache.downloads import Downloads
 from withcache.fmt import human
@@ -277,7 +278,7 @@ def head_sizes(wanted: Sequence[Wanted], timeout: float = 5.0, jobs: int = 8) ->
 
     def one(w: Wanted) -> tuple[str, int | None]:
         req = fetch.Request(w.url, w.key, dict(w.headers), header_hosts=w.header_hosts)
-        client = fetch.new_session()
+        client = transport.Client()
         try:
             resp, _hops, _url = fetch.open_final(client, req, dict(w.headers), policy, "HEAD")
             with resp:
