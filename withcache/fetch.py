@@ -2,18 +2,21 @@
 
 The body is read straight into reusable 1 MiB buffers and written; sha256 runs
 in a second thread over the same buffers (hashlib releases the GIL), so hashing
-overlaps the network and the disk instead of adding to them. A partial file and
-a small JSON sidecar (url, validators) survive a crash or a dropped connection;
-the next attempt sends `Range` with `If-Range`, so it continues only when the
-origin still has the same bytes.
+overlaps the network and the disk instead of adding to them. Large bodies are
+written with O_DIRECT (see _PartFile). A partial file and a small JSON sidecar
+(url, validators) survive a crash or a dropped connection; the next attempt sends
+`Range` with `If-Range`, so it continues only when the origin still has the same
+bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
+import mmap
 import os
 import queue
 import socket
@@ -33,6 +36,8 @@ CHUNK = 1 << 20  # one read fills one buffer: the most we lose to a reset, the p
 BUFFERS = 8
 INLINE = 4 << 20  # hash a file's first bytes inline; a helper thread takes the rest
 FLUSH_EVERY = 64 << 20
+DIRECT_FROM = 8 << 20  # bodies from this size on (or of unknown size) bypass the page cache
+ALIGN = 4096  # what O_DIRECT asks of a write's length and file offset (any block size)
 WATCHDOG_TICK = 0.5  # seconds: how late a stalled read is cut at most
 
 Progress = Callable[[int], None]
@@ -184,11 +189,14 @@ def _fetch_once(
         if on_length:
             on_length(expected)
         _check_room(partial_dir, expected, offset, policy)
-        meta = {"url": req.url, "etag": etag, "last_modified": last_modified}
+        sidecar = _Sidecar(
+            meta_path, {"url": req.url, "etag": etag, "last_modified": last_modified}
+        )
+        if meta:  # an older one would describe other bytes than those about to be written
+            sidecar.write()
         try:
-            atomic.write(meta_path, json.dumps(meta).encode(), durable=False)
             digest, size, synced = _stream_to(
-                resp, part, offset, progress, _Limits(policy, partial_dir)
+                resp, part, offset, progress, _Limits(policy, partial_dir), expected, sidecar
             )
             _keep_connection(resp)
         except OSError as exc:
@@ -365,21 +373,50 @@ class _Limits:
         return f"slower than the minimum rate of {fmt.human(p.min_rate)}/s"
 
 
+class _Sidecar:
+    """The validators a resume needs (url, ETag, Last-Modified), kept beside the partial
+    file. Written only once a resume could use it: before the bytes of a body that does
+    not fit in one read, or when a download stops early. A file that arrives in one read
+    never has one: that saves a file create and rename per small download (a quarter of
+    the time of a 1 MiB download here), and a crash loses at most one read's bytes."""
+
+    def __init__(self, path: Path, meta: dict[str, str | None]) -> None:
+        self.path = path
+        self.meta = meta
+        self.written = False
+
+    def write(self) -> None:
+        if not self.written:
+            atomic.write(self.path, json.dumps(self.meta).encode(), durable=False)
+            self.written = True
+
+    def write_quietly(self) -> None:
+        """On the way out of a failed download: a failure here must not hide that one."""
+        with contextlib.suppress(OSError):
+            self.write()
+
+
 def _stream_to(
-    resp: Response, part: Path, offset: int, progress: Progress | None, limits: _Limits
+    resp: Response,
+    part: Path,
+    offset: int,
+    progress: Progress | None,
+    limits: _Limits,
+    expected: int | None,
+    sidecar: _Sidecar,
 ) -> tuple[str, int, bool]:
     """Append the body to `part` from `offset`; return (sha256 of the whole file, size,
     fsynced?). A file smaller than FLUSH_EVERY is left for placement to flush with the
     rest of its group; a larger one is fsynced here, mostly in the background."""
     hasher = _Hasher()
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
-    fd = os.open(part, flags, 0o644)
+    out = _PartFile(part, offset, direct=expected is None or expected - offset >= DIRECT_FROM)
+    fd = out.fd
     flusher = _Flusher(fd)
     watch = _watchdog.watch(resp)
+    size = offset
     try:
         if offset:
             hasher.feed_file(part, offset)
-        size = offset
         readinto = _body_reader(resp)
         while True:
             buf = hasher.free_buffer()
@@ -400,10 +437,9 @@ def _stream_to(
             if not n:
                 hasher.give_back(buf)
                 break
-            view = memoryview(buf)[:n]
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            if expected is None or size + n < expected:
+                sidecar.write()  # more is coming: from here on, a resume needs it
+            out.write(memoryview(buf)[:n])
             hasher.feed(buf, n)
             size += n
             flusher.wrote(n)
@@ -415,11 +451,62 @@ def _stream_to(
         if synced:
             os.fsync(fd)  # only what the flusher has not written back yet
         return hasher.hexdigest(), size, synced
+    except BaseException:
+        if size:
+            sidecar.write_quietly()  # what came stays for a resume
+        raise
     finally:
         watch.done()
         flusher.close()
         os.close(fd)
         hasher.close()
+
+
+class _PartFile:
+    """The partial file, appended to; with O_DIRECT for a large body where it can be.
+
+    Buffered writes of a large body cost the most CPU of a download here: every page
+    is allocated, copied into and later written back, and on this kind of VM a fresh
+    page-cache page is slow to get (measured, 1 GiB: 3.7-6.7 s buffered and fsynced,
+    1.6-1.7 s direct, curl 1.7-2.1 s). O_DIRECT hands the buffer to the disk instead
+    (our buffers are page-aligned mmaps, and each full one is a whole number of blocks).
+    The first write that is not (the body's last bytes, a short write), a resume at an
+    unaligned offset, or a filesystem that refuses O_DIRECT (EINVAL) go buffered from
+    there on. Durability is unchanged: the file is still fsynced (or syncfs'd with its
+    group) before its rename, which also makes its size and blocks durable."""
+
+    def __init__(self, path: Path, offset: int, *, direct: bool) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
+        self.direct = direct and offset % ALIGN == 0 and hasattr(os, "O_DIRECT")
+        if self.direct:
+            try:
+                self.fd = os.open(path, flags | os.O_DIRECT, 0o644)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.direct = False
+        self.fd = os.open(path, flags, 0o644)
+
+    def write(self, view: memoryview) -> None:
+        if self.direct and len(view) % ALIGN:
+            self._buffered()
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except OSError as exc:
+                if not (self.direct and exc.errno == errno.EINVAL):
+                    raise
+                self._buffered()  # the filesystem took the flag at open, not at write
+                continue
+            view = view[written:]
+            if view and self.direct:
+                self._buffered()  # the rest of a short write is not aligned any more
+
+    def _buffered(self) -> None:
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        self.direct = False
 
 
 class _Watch:
@@ -525,7 +612,7 @@ class _Flusher:
                 self._thread.join()
 
 
-def _body_reader(resp: Response) -> Callable[[bytearray], int]:
+def _body_reader(resp: Response) -> Callable[[mmap.mmap], int]:
     """The fastest way to read the raw body into a buffer.
 
     urllib3's readinto() reads into a fresh bytes object and copies it; the
@@ -537,7 +624,7 @@ def _body_reader(resp: Response) -> Callable[[bytearray], int]:
     encoding = resp.headers.get("Content-Encoding", "identity").lower()
     if encoding == "identity" and callable(getattr(fp, "readinto", None)):
         return fp.readinto  # type: ignore[no-any-return, union-attr]
-    return resp.readinto
+    return lambda buf: resp.readinto(memoryview(buf))
 
 
 _spare = threading.local()  # each sync worker keeps its buffers from file to file
@@ -554,8 +641,8 @@ class _Hasher:
 
     def __init__(self) -> None:
         self._h = hashlib.sha256()
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        self._full: queue.SimpleQueue[tuple[mmap.mmap, int] | None] = queue.SimpleQueue()
         buffers = getattr(_spare, "buffers", None) or []
         _spare.buffers = None
         self._made = len(buffers)
@@ -584,18 +671,19 @@ class _Hasher:
                 self.feed(buf, n)
                 left -= n
 
-    def free_buffer(self) -> bytearray:
+    def free_buffer(self) -> mmap.mmap:
         """A buffer to read into: a spare one, a new one while fewer than BUFFERS exist
-        (a small file needs one), else the next one the hashing thread gives back."""
+        (a small file needs one), else the next one the hashing thread gives back.
+        Anonymous mmaps: page-aligned, as O_DIRECT writes need them."""
         if self._made < BUFFERS and self._free.empty():
             self._made += 1
-            return bytearray(CHUNK)
+            return mmap.mmap(-1, CHUNK)
         return self._free.get()
 
-    def give_back(self, buf: bytearray) -> None:
+    def give_back(self, buf: mmap.mmap) -> None:
         self._free.put(buf)
 
-    def feed(self, buf: bytearray, n: int) -> None:
+    def feed(self, buf: mmap.mmap, n: int) -> None:
         if self._thread is None:
             if self._inline + n <= INLINE:
                 self._inline += n
