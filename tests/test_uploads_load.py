@@ -170,10 +170,13 @@ def test_definitions_changed_under_a_running_serve_take_effect(served: Served) -
     extra.write_text("indexes:\n  late:\n    write: [ci]\n")
     try:
         sync(served.layout, served.manifests)
+        # The pages are static (any config serves them); the upload location comes with
+        # the reload, and asks an anonymous POST for a password (405 before it exists).
         deadline = time.monotonic() + 20
-        while requests.get(served.url + "/late/simple/", timeout=5).status_code != 200:
+        while requests.post(served.url + "/late/", timeout=5).status_code != 401:
             assert time.monotonic() < deadline, "nginx did not pick up the new index"
             time.sleep(0.1)
+        assert requests.get(served.url + "/late/simple/", timeout=5).status_code == 200
         fn, body = wheel("latecomer", "1.0")
         assert served.upload("late", fn, body).status_code == 200
     finally:
