@@ -1,3 +1,3 @@
-from withcache.cli import main
+from withcache.cli import run
 
-raise SystemExit(main())
+raise SystemExit(run())

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from withcache.listed import Listed
 
 
+COMMANDS = ("du", "metrics")  # the commands register() adds
+
+
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "du", cmd_du)
     manifests_option(p, "manifests: their store: section and what they list")

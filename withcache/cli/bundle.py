@@ -17,6 +17,9 @@ from withcache.fmt import human
 SHOW = 20  # problems listed one by one; the rest are counted
 
 
+COMMANDS = ("export", "import")  # the commands register() adds
+
+
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "export", cmd_export)
     p.add_argument("out", metavar="OUT", help="a directory, a file ending in .tar, or - (stdout)")

@@ -9,6 +9,13 @@ from pathlib import Path
 from withcache.cli.common import Subparsers, command, layout
 from withcache.fmt import human
 
+COMMANDS = (
+    "publish",
+    "upload-service",
+    "users",
+    "yank",
+)  # the commands register() adds
+
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "users", cmd_users)

@@ -7,6 +7,8 @@ import sys
 
 from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
 
+COMMANDS = ("lock",)  # the commands register() adds
+
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "lock", cmd_lock)

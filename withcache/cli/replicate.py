@@ -8,6 +8,8 @@ import sys
 
 from withcache.cli.common import Subparsers, command, layout
 
+COMMANDS = ("replicate",)  # the commands register() adds
+
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "replicate", cmd_replicate)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 REPORT_FORMATS = ("text", "markdown", "html", "json")
 
 
+COMMANDS = ("misses", "report", "add")  # the commands register() adds
+
+
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "misses", cmd_misses)
     p.add_argument(

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from withcache import edge, nginx, role
 from withcache.cli.common import (
     Subparsers,
     command,
@@ -19,10 +18,13 @@ from withcache.cli.common import (
     size_arg,
 )
 from withcache.errors import NginxError, UsageError
-from withcache.indexes import model as index_model
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the modules themselves load with the command that runs (fast start)
+    from withcache import edge, nginx
     from withcache.mirrors.config import Mirror
+
+
+COMMANDS = ("serve", "nginx-config")  # the commands register() adds
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
@@ -59,7 +61,6 @@ def _listen_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-upload",
         type=size_arg,
-        default=nginx.DEFAULT_MAX_UPLOAD,
         metavar="SIZE",
         help="largest upload to a private index, e.g. 500M, 2G (default 2G); nginx answers 413",
     )
@@ -96,6 +97,9 @@ def _edge_options(p: argparse.ArgumentParser) -> None:
 
 
 def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Settings:
+    from withcache import nginx, role
+    from withcache.indexes import model as index_model
+
     lay = layout(args)
     indexes = tuple(index_model.load(lay).values())
     if role.replica_of(lay) is not None:  # the center's indexes, read-only: no uploads here
@@ -107,7 +111,7 @@ def settings(args: argparse.Namespace, user: str | None = None) -> nginx.Setting
         error_log="stderr",
         aio_threads=args.aio_threads,
         indexes=indexes,
-        max_upload=args.max_upload,
+        max_upload=args.max_upload or nginx.DEFAULT_MAX_UPLOAD,
         mirrors=_mirrors(args),
         tls=nginx.tls_settings(args.tls_cert, args.tls_key, args.tls_listen or ()),
     )
@@ -138,6 +142,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
       withcache serve --data /srv/withcache --listen 0.0.0.0:8080
       withcache serve --data /srv/withcache --tls-cert cache.pem --tls-key cache.key
     """
+    from withcache import nginx
+    from withcache.indexes import model as index_model
+
     nginx.nginx_binary()  # first: a missing nginx is the likeliest problem on a new host
     if args.edge:
         return _serve_edge(args)
@@ -175,6 +182,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _checked_only(conf: Path, args: argparse.Namespace) -> bool:
     """Run `nginx -t` on the written config; True when --check-only ends `serve` here
     (having said so), for the tree and the edge alike."""
+    from withcache import nginx
+
     nginx.check(conf)
     if args.check_only:
         print(f"{conf}: ok")
@@ -192,6 +201,8 @@ def cmd_nginx_config(args: argparse.Namespace) -> int:
       withcache nginx-config --data /srv/withcache --listen 80 \\
           > /etc/nginx/conf.d/withcache.conf && nginx -t && systemctl reload nginx
     """
+    from withcache import edge, nginx
+
     if args.edge:
         es = edge_settings(args)
         text = edge.render_standalone(es) if args.standalone else edge.render_snippet(es)
@@ -205,6 +216,8 @@ def cmd_nginx_config(args: argparse.Namespace) -> int:
 
 
 def edge_settings(args: argparse.Namespace, user: str | None = None) -> edge.EdgeSettings:
+    from withcache import edge
+
     if args.aio_threads:
         raise UsageError("--aio-threads is for serving a tree; an edge reads its cache")
     return edge.EdgeSettings(
@@ -221,6 +234,8 @@ def edge_settings(args: argparse.Namespace, user: str | None = None) -> edge.Edg
 
 def _serve_edge(args: argparse.Namespace) -> int:
     """`serve --edge`: nginx's proxy_cache in front of the center, in the foreground."""
+    from withcache import edge, nginx
+
     user = (args.user or nginx.default_user()) if os.geteuid() == 0 else None
     es = edge_settings(args, user)
     conf = edge.write_config(es)

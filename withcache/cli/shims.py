@@ -8,6 +8,8 @@ from pathlib import Path
 from withcache.cli.common import Subparsers, command
 from withcache.errors import UsageError
 
+COMMANDS = ("install-shims",)  # the commands register() adds
+
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "install-shims", cmd_install_shims)

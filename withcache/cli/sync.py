@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     from withcache.sync import Summary
 
 
+COMMANDS = (
+    "check",
+    "sync",
+    "index",
+    "key",
+)  # the commands register() adds
+
+
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "check", cmd_check)
     p.add_argument(

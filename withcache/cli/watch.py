@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from withcache.watch import Tally, Watcher
 
 
+COMMANDS = ("watch",)  # the commands register() adds
+
+
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
     p = command(sub, parent, "watch", cmd_watch)
     p.add_argument(
