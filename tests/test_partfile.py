@@ -1,4 +1,4 @@
-"""The partial file a download appends to: O_DIRECT for large bodies, buffered where
+"""The partial file a download appends to: O_DIRECT where it can, buffered where
 O_DIRECT cannot go (a body's unaligned end, a short write, an unaligned resume, a
 refusing filesystem), and the same bytes on disk whichever way they went."""
 
@@ -9,12 +9,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.origin import Origin
 from tests.test_sync import blob, manifest, sha, sync
-from withcache.fetch import ALIGN, CHUNK, DIRECT_FROM, _PartFile
+from withcache.fetch import ALIGN, CHUNK, _PartFile
 from withcache.layout import Layout
 
 
@@ -25,9 +26,21 @@ def buffer_of(data: bytes) -> memoryview:
     return memoryview(buf)[: len(data)]
 
 
-def test_whole_buffers_go_direct_and_the_unaligned_end_goes_buffered(tmp_path: Path) -> None:
-    body = os.urandom(2 * CHUNK + 1234)
-    out = _PartFile(tmp_path / "p.part", 0, direct=True)
+def test_whole_buffers_go_direct_and_the_unaligned_end_goes_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each write the kernel sees, and whether it went direct: every whole block does,
+    the body's last partial block alone does not."""
+    body = os.urandom(2 * CHUNK + 3 * ALIGN + 1234)
+    seen: list[tuple[int, bool]] = []
+    out = _PartFile(tmp_path / "p.part", 0)
+    real_write = os.write
+
+    def watched(fd: int, data: memoryview) -> int:
+        seen.append((len(data), out.direct))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", watched)
     try:
         assert out.direct
         out.write(buffer_of(body[:CHUNK]))
@@ -37,7 +50,9 @@ def test_whole_buffers_go_direct_and_the_unaligned_end_goes_buffered(tmp_path: P
         assert not out.direct, "the body's last, unaligned bytes went buffered"
     finally:
         os.close(out.fd)
+    monkeypatch.undo()
     assert (tmp_path / "p.part").read_bytes() == body
+    assert seen == [(CHUNK, True), (CHUNK, True), (3 * ALIGN, True), (1234, False)]
 
 
 def test_a_buffer_the_kernel_refuses_for_o_direct_is_written_buffered(tmp_path: Path) -> None:
@@ -45,7 +60,7 @@ def test_a_buffer_the_kernel_refuses_for_o_direct_is_written_buffered(tmp_path: 
     O_DIRECT write, as a filesystem that took the flag at open may; nothing is lost."""
     raw = bytearray(os.urandom(ALIGN + 1))
     view = memoryview(raw)[1:]  # a bytearray's storage is not page-aligned, plus one
-    out = _PartFile(tmp_path / "p.part", 0, direct=True)
+    out = _PartFile(tmp_path / "p.part", 0)
     try:
         out.write(view)
         assert not out.direct
@@ -59,7 +74,7 @@ def test_a_resume_at_an_unaligned_offset_appends_buffered(tmp_path: Path) -> Non
     head = os.urandom(ALIGN + 17)
     part.write_bytes(head)
     tail = os.urandom(CHUNK)
-    out = _PartFile(part, len(head), direct=True)
+    out = _PartFile(part, len(head))
     try:
         assert not out.direct
         out.write(buffer_of(tail))
@@ -85,7 +100,7 @@ def test_any_sequence_of_writes_leaves_exactly_the_bytes_given(
         head = os.urandom(offset)
         part.write_bytes(head)
         chunks = [os.urandom(n) for n in sizes]
-        out = _PartFile(part, offset, direct=True)
+        out = _PartFile(part, offset)
         try:
             for c in chunks:
                 out.write(buffer_of(c))
@@ -97,10 +112,10 @@ def test_any_sequence_of_writes_leaves_exactly_the_bytes_given(
 def test_a_large_body_syncs_and_resumes_exactly(
     origin: Origin, data: Layout, tmp_path: Path
 ) -> None:
-    """End to end, over the direct path: a body past DIRECT_FROM, of an unaligned size,
-    dropped once mid-way, resumed with Range, and served byte for byte."""
-    body = os.urandom(DIRECT_FROM + 3 * CHUNK + 777)
-    url = origin.add("/large.iso", body, drop_after=DIRECT_FROM // 2 + 5, drop_times=1)
+    """End to end, over the direct path: a body of an unaligned size, dropped once
+    mid-way, resumed with Range, and served byte for byte."""
+    body = os.urandom(11 * CHUNK + 777)
+    url = origin.add("/large.iso", body, drop_after=4 * CHUNK + 5, drop_times=1)
     m = manifest(tmp_path, [f"- url: {url}", f"  sha256: {sha(body)}"])
     assert sync(data, m, "--retries", "2") == 0
     ranges = [s.headers.get("Range") for s in origin.seen("/large.iso")]

@@ -2,8 +2,8 @@
 
 The body is read straight into reusable 1 MiB buffers and written; sha256 runs
 in a second thread over the same buffers (hashlib releases the GIL), so hashing
-overlaps the network and the disk instead of adding to them. Large bodies are
-written with O_DIRECT (see _PartFile). A partial file and a small JSON sidecar
+overlaps the network and the disk instead of adding to them. The bytes go to disk
+with O_DIRECT where they can (see _PartFile). A partial file and a small JSON sidecar
 (url, validators) survive a crash or a dropped connection; the next attempt sends
 `Range` with `If-Range`, so it continues only when the origin still has the same
 bytes.
@@ -36,7 +36,6 @@ CHUNK = 1 << 20  # one read fills one buffer: the most we lose to a reset, the p
 BUFFERS = 8
 INLINE = 4 << 20  # hash a file's first bytes inline; a helper thread takes the rest
 FLUSH_EVERY = 64 << 20
-DIRECT_FROM = 8 << 20  # bodies from this size on (or of unknown size) bypass the page cache
 ALIGN = 4096  # what O_DIRECT asks of a write's length and file offset (any block size)
 WATCHDOG_TICK = 0.5  # seconds: how late a stalled read is cut at most
 
@@ -409,7 +408,7 @@ def _stream_to(
     fsynced?). A file smaller than FLUSH_EVERY is left for placement to flush with the
     rest of its group; a larger one is fsynced here, mostly in the background."""
     hasher = _Hasher()
-    out = _PartFile(part, offset, direct=expected is None or expected - offset >= DIRECT_FROM)
+    out = _PartFile(part, offset)
     fd = out.fd
     flusher = _Flusher(fd)
     watch = _watchdog.watch(resp)
@@ -463,21 +462,25 @@ def _stream_to(
 
 
 class _PartFile:
-    """The partial file, appended to; with O_DIRECT for a large body where it can be.
+    """The partial file, appended to with O_DIRECT where it can be.
 
-    Buffered writes of a large body cost the most CPU of a download here: every page
-    is allocated, copied into and later written back, and on this kind of VM a fresh
-    page-cache page is slow to get (measured, 1 GiB: 3.7-6.7 s buffered and fsynced,
-    1.6-1.7 s direct, curl 1.7-2.1 s). O_DIRECT hands the buffer to the disk instead
-    (our buffers are page-aligned mmaps, and each full one is a whole number of blocks).
-    The first write that is not (the body's last bytes, a short write), a resume at an
-    unaligned offset, or a filesystem that refuses O_DIRECT (EINVAL) go buffered from
-    there on. Durability is unchanged: the file is still fsynced (or syncfs'd with its
-    group) before its rename, which also makes its size and blocks durable."""
+    Buffered writes cost the most CPU of a download here: every page is allocated,
+    copied into and later written back, and on this kind of VM a fresh page-cache page
+    is slow to get, more so at some moments than others. Measured: 1 GiB took 3.7-6.7 s
+    buffered and fsynced, 1.6-1.7 s direct (curl: 1.7-2.1 s); a sync of 200 x 1 MiB
+    took 1.72 s buffered and 1.13 s direct in the same minutes, and the same time either
+    way at calmer ones. O_DIRECT hands our buffers to the disk instead: they are
+    page-aligned mmaps, and a full one is a whole number of blocks.
 
-    def __init__(self, path: Path, offset: int, *, direct: bool) -> None:
+    What O_DIRECT cannot take goes buffered, from there on: the unaligned end of a body
+    (its whole blocks still go direct), the rest of a short write, a resume at an
+    unaligned offset, and a filesystem that refuses the flag (EINVAL, at open or at
+    write). Durability is unchanged: the file is fsynced, or syncfs'd with its group,
+    before its rename, which also makes its size and blocks durable."""
+
+    def __init__(self, path: Path, offset: int) -> None:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
-        self.direct = direct and offset % ALIGN == 0 and hasattr(os, "O_DIRECT")
+        self.direct = offset % ALIGN == 0 and hasattr(os, "O_DIRECT")
         if self.direct:
             try:
                 self.fd = os.open(path, flags | os.O_DIRECT, 0o644)
@@ -490,7 +493,13 @@ class _PartFile:
 
     def write(self, view: memoryview) -> None:
         if self.direct and len(view) % ALIGN:
+            whole = len(view) - len(view) % ALIGN
+            self._write(view[:whole])
+            view = view[whole:]
             self._buffered()
+        self._write(view)
+
+    def _write(self, view: memoryview) -> None:
         while view:
             try:
                 written = os.write(self.fd, view)
@@ -504,9 +513,10 @@ class _PartFile:
                 self._buffered()  # the rest of a short write is not aligned any more
 
     def _buffered(self) -> None:
-        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
-        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-        self.direct = False
+        if self.direct:
+            flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+            fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+            self.direct = False
 
 
 class _Watch:
