@@ -2,8 +2,8 @@
 
 The body is read straight into reusable 1 MiB buffers and written; sha256 runs
 in a second thread over the same buffers (hashlib releases the GIL), so hashing
-overlaps the network and the disk instead of adding to them. The bytes go to disk
-with O_DIRECT where they can (see _PartFile). A partial file and a small JSON sidecar
+overlaps the network and the disk instead of adding to them. Large bodies go to
+disk with O_DIRECT (see _PartFile). A partial file and a small JSON sidecar
 (url, validators) survive a crash or a dropped connection; the next attempt sends
 `Range` with `If-Range`, so it continues only when the origin still has the same
 bytes.
@@ -36,6 +36,7 @@ CHUNK = 1 << 20  # one read fills one buffer: the most we lose to a reset, the p
 BUFFERS = 8
 INLINE = 4 << 20  # hash a file's first bytes inline; a helper thread takes the rest
 FLUSH_EVERY = 64 << 20
+DIRECT_FROM = 8 << 20  # bodies from this size on (or of unknown size) bypass the page cache
 ALIGN = 4096  # what O_DIRECT asks of a write's length and file offset (any block size)
 WATCHDOG_TICK = 0.5  # seconds: how late a stalled read is cut at most
 
@@ -408,7 +409,7 @@ def _stream_to(
     fsynced?). A file smaller than FLUSH_EVERY is left for placement to flush with the
     rest of its group; a larger one is fsynced here, mostly in the background."""
     hasher = _Hasher()
-    out = _PartFile(part, offset)
+    out = _PartFile(part, offset, direct=expected is None or expected - offset >= DIRECT_FROM)
     fd = out.fd
     flusher = _Flusher(fd)
     watch = _watchdog.watch(resp)
@@ -462,15 +463,17 @@ def _stream_to(
 
 
 class _PartFile:
-    """The partial file, appended to with O_DIRECT where it can be.
+    """The partial file, appended to; with O_DIRECT for a large body where it can be.
 
-    Buffered writes cost the most CPU of a download here: every page is allocated,
-    copied into and later written back, and on this kind of VM a fresh page-cache page
-    is slow to get, more so at some moments than others. Measured: 1 GiB took 3.7-6.7 s
-    buffered and fsynced, 1.6-1.7 s direct (curl: 1.7-2.1 s); a sync of 200 x 1 MiB
-    took 1.72 s buffered and 1.13 s direct in the same minutes, and the same time either
-    way at calmer ones. O_DIRECT hands our buffers to the disk instead: they are
-    page-aligned mmaps, and a full one is a whole number of blocks.
+    Buffered writes of a large body cost the most CPU of a download here: every page is
+    allocated, copied into and later written back, and on this kind of VM a fresh
+    page-cache page is slow to get (measured, 1 GiB: 3.7-6.7 s buffered and fsynced,
+    1.6-1.7 s direct, curl 1.7-2.1 s). O_DIRECT hands our buffers to the disk instead:
+    they are page-aligned mmaps, and a full one is a whole number of blocks. Small
+    bodies stay buffered: each direct write waits for the disk. For a sync of
+    200 x 1 MiB that cost more than it saved with one job (1.83 s against 1.44 s, and
+    more CPU); with four it measured the same at calm moments, faster when fresh
+    page-cache pages were slow.
 
     What O_DIRECT cannot take goes buffered, from there on: the unaligned end of a body
     (its whole blocks still go direct), the rest of a short write, a resume at an
@@ -478,9 +481,9 @@ class _PartFile:
     write). Durability is unchanged: the file is fsynced, or syncfs'd with its group,
     before its rename, which also makes its size and blocks durable."""
 
-    def __init__(self, path: Path, offset: int) -> None:
+    def __init__(self, path: Path, offset: int, *, direct: bool = True) -> None:
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
-        self.direct = offset % ALIGN == 0 and hasattr(os, "O_DIRECT")
+        self.direct = direct and offset % ALIGN == 0 and hasattr(os, "O_DIRECT")
         if self.direct:
             try:
                 self.fd = os.open(path, flags | os.O_DIRECT, 0o644)
