@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from withcache.listed import Listed
 
 
-COMMANDS = ("du", "metrics")  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("du", "metrics")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

@@ -17,7 +17,8 @@ from withcache.fmt import human
 SHOW = 20  # problems listed one by one; the rest are counted
 
 
-COMMANDS = ("export", "import")  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("export", "import")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

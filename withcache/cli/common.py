@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import textwrap
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,20 +53,13 @@ def command(
     func: Callable[[argparse.Namespace], int | None],
 ) -> argparse.ArgumentParser:
     """A subcommand whose help is the function's docstring (first line as summary)."""
-    doc = _cleandoc(func.__doc__ or "")
+    doc = inspect.cleandoc(func.__doc__ or "")
     summary = doc.splitlines()[0] if doc else ""
     p: argparse.ArgumentParser = sub.add_parser(
         name, help=summary, description=doc, formatter_class=HelpFormatter, parents=[parent]
     )
     p.set_defaults(func=func)
     return p
-
-
-def _cleandoc(doc: str) -> str:
-    """A docstring without its indentation (what inspect.cleandoc does; importing
-    inspect costs every command a few milliseconds at start)."""
-    first, _, rest = doc.partition("\n")
-    return f"{first.strip()}\n{textwrap.dedent(rest)}".strip()
 
 
 def layout(args: argparse.Namespace) -> Layout:

@@ -9,12 +9,8 @@ from pathlib import Path
 from withcache.cli.common import Subparsers, command, layout
 from withcache.fmt import human
 
-COMMANDS = (
-    "publish",
-    "upload-service",
-    "users",
-    "yank",
-)  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("publish", "upload-service", "users", "yank")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

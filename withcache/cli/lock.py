@@ -7,7 +7,8 @@ import sys
 
 from withcache.cli.common import Subparsers, command, layout, manifest_paths, manifests_option
 
-COMMANDS = ("lock",)  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("lock",)
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

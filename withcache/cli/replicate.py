@@ -8,7 +8,8 @@ import sys
 
 from withcache.cli.common import Subparsers, command, layout
 
-COMMANDS = ("replicate",)  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("replicate",)
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 REPORT_FORMATS = ("text", "markdown", "html", "json")
 
 
-COMMANDS = ("misses", "report", "add")  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("misses", "report", "add")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

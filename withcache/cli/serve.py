@@ -24,7 +24,8 @@ if TYPE_CHECKING:  # the modules themselves load with the command that runs (fas
     from withcache.mirrors.config import Mirror
 
 
-COMMANDS = ("serve", "nginx-config")  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("serve", "nginx-config")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 from withcache.cli.common import Subparsers, command
 from withcache.errors import UsageError
 
-COMMANDS = ("install-shims",)  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("install-shims",)
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

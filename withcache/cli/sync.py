@@ -24,12 +24,8 @@ if TYPE_CHECKING:
     from withcache.sync import Summary
 
 
-COMMANDS = (
-    "check",
-    "sync",
-    "index",
-    "key",
-)  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("check", "sync", "index", "key")
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:

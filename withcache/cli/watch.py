@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from withcache.watch import Tally, Watcher
 
 
-COMMANDS = ("watch",)  # the commands register() adds
+# the commands register() adds
+COMMANDS = ("watch",)
 
 
 def register(sub: Subparsers, parent: argparse.ArgumentParser) -> None:
