@@ -280,7 +280,7 @@ def head_sizes(wanted: Sequence[Wanted], timeout: float = 5.0, jobs: int = 8) ->
         req = fetch.Request(w.url, w.key, dict(w.headers), header_hosts=w.header_hosts)
         client = transport.Client()
         try:
-            resp, _hops, _url = fetch.open_final(client, req, dict(w.headers), policy, "HEAD")
+            resp, _hops, _url = fetch.open_final(client, req, req.headers, policy, "HEAD")
             with resp:
                 n = resp.headers.get("Content-Length")
                 return w.key, int(n) if resp.status < 300 and n and n.isdigit() else None
