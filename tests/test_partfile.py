@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.origin import Origin
 from tests.test_sync import blob, manifest, sha, sync
+from withcache.atomic import WRITE_PIECE, write_all
 from withcache.fetch import ALIGN, CHUNK, _PartFile
 from withcache.layout import Layout
 
@@ -53,6 +54,58 @@ def test_whole_buffers_go_direct_and_the_unaligned_end_goes_buffered(
     monkeypatch.undo()
     assert (tmp_path / "p.part").read_bytes() == body
     assert seen == [(CHUNK, True), (CHUNK, True), (3 * ALIGN, True), (1234, False)]
+
+
+def test_a_small_body_goes_buffered_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body that stays buffered reaches the page cache WRITE_PIECE bytes at a time at
+    most: a 1 MiB write would ask the kernel for a 1 MiB folio (atomic.WRITE_PIECE)."""
+    body = os.urandom(CHUNK + 5)
+    sizes: list[int] = []
+    real_write = os.write
+
+    def watched(fd: int, data: memoryview) -> int:
+        sizes.append(len(data))
+        return real_write(fd, data)
+
+    out = _PartFile(tmp_path / "p.part", 0, direct=False)
+    monkeypatch.setattr(os, "write", watched)
+    try:
+        out.write(buffer_of(body))
+    finally:
+        os.close(out.fd)
+    monkeypatch.undo()
+    assert (tmp_path / "p.part").read_bytes() == body
+    assert max(sizes) == WRITE_PIECE and sum(sizes) == len(body)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.binary(max_size=3 * WRITE_PIECE + 1).flatmap(
+        lambda b: st.tuples(st.just(b), st.integers(1, 4 * WRITE_PIECE))
+    )
+)
+def test_write_all_writes_everything_whatever_the_kernel_takes(case: tuple[bytes, int]) -> None:
+    """write_all over a kernel that takes at most `cap` bytes per call: every byte lands,
+    in order, and no call is handed more than WRITE_PIECE."""
+    data, cap = case
+    handed: list[int] = []
+    real_write = os.write
+
+    def short(fd: int, view: memoryview) -> int:
+        handed.append(len(view))
+        return real_write(fd, view[:cap])
+
+    with tempfile.TemporaryFile() as f:
+        os.write = short  # type: ignore[assignment]
+        try:
+            write_all(f.fileno(), data)
+        finally:
+            os.write = real_write
+        f.seek(0)
+        assert f.read() == data
+    assert all(n <= WRITE_PIECE for n in handed)
 
 
 def test_a_buffer_the_kernel_refuses_for_o_direct_is_written_buffered(tmp_path: Path) -> None:

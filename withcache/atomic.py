@@ -17,6 +17,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+# The most one write() hands the page cache. The kernel sizes a new page-cache folio
+# after the write that fills it, so a 1 MiB write asks for 1 MiB of contiguous memory.
+# On a VM whose host takes back large free blocks (free page reporting), such blocks
+# must be faulted in again page by page: measured here, 200 files written 1 MiB at a
+# time took 0.5-0.9 s in every other run, 0.18 s in the rest; in pieces of 256 KiB or
+# less, 0.17-0.27 s in every run (1 GiB: 1.9-6.2 s against 0.9-1.1 s).
+WRITE_PIECE = 256 << 10
+
 
 def write(
     path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True, group: int | None = None
@@ -41,6 +49,14 @@ def write(
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write all of `data` at the file's position, WRITE_PIECE bytes at a time at most
+    (see there why)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view[:WRITE_PIECE]) :]
 
 
 def write_text(path: Path, text: str, *, mode: int = 0o644) -> None:

@@ -201,7 +201,7 @@ def copy_in(
     try:
         # Durable copies start an fdatasync in the background every FLUSH_EVERY bytes, so
         # the disk writes while the stream arrives (an upload) and the final fsync is short.
-        with part.open("wb") as dst, ThreadPoolExecutor(2, "copy-in") as helpers:
+        with part.open("wb", buffering=0) as dst, ThreadPoolExecutor(2, "copy-in") as helpers:
             pending: Future[None] | None = None
             flushing: Future[None] | None = None
             unflushed = 0
@@ -209,18 +209,16 @@ def copy_in(
                 if pending is not None:
                     pending.result()
                 pending = helpers.submit(h.update, chunk)
-                dst.write(chunk)
+                atomic.write_all(dst.fileno(), chunk)
                 size += len(chunk)
                 unflushed += len(chunk)
                 if durable and unflushed >= FLUSH_EVERY and (flushing is None or flushing.done()):
-                    dst.flush()
                     flushing = helpers.submit(os.fdatasync, dst.fileno())
                     unflushed = 0
             if pending is not None:
                 pending.result()
             if flushing is not None:
                 flushing.result()
-            dst.flush()
             if durable:
                 os.fsync(dst.fileno())
         return _checked(part, size, h.hexdigest(), expect_sha256, durable)

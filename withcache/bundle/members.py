@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
+from withcache.atomic import write_all
+
 CHUNK = 1 << 20
 BLOCK = 512
 RECORD = 20 * BLOCK  # tar(1) pads an archive to a multiple of this
@@ -36,12 +38,6 @@ class Writer:
 
     def close(self) -> None:
         raise NotImplementedError
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _copy(src: int, dst: int, size: int, verify: bool) -> str:
@@ -71,7 +67,7 @@ def _copy(src: int, dst: int, size: int, verify: bool) -> str:
         view = memoryview(buf)[:n]
         if verify:
             h.update(view)
-        _write_all(dst, view)
+        write_all(dst, view)
         left -= n
     return h.hexdigest() if verify else ""
 
@@ -91,18 +87,18 @@ class TarWriter(Writer):
         info.mode = 0o644
         info.uname = info.gname = ""
         data = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-        _write_all(self.fd, data)
+        write_all(self.fd, data)
         self.written += len(data)
 
     def _pad(self, size: int) -> None:
         rest = -size % BLOCK
         if rest:
-            _write_all(self.fd, bytes(rest))
+            write_all(self.fd, bytes(rest))
         self.written += size + rest
 
     def add_bytes(self, name: str, data: bytes) -> None:
         self._header(name, len(data))
-        _write_all(self.fd, data)
+        write_all(self.fd, data)
         self._pad(len(data))
 
     def add_file(self, name: str, src: int, size: int, *, verify: bool) -> str:
@@ -113,7 +109,7 @@ class TarWriter(Writer):
 
     def close(self) -> None:
         end = 2 * BLOCK + (-(self.written + 2 * BLOCK) % RECORD)
-        _write_all(self.fd, bytes(end))
+        write_all(self.fd, bytes(end))
         self.written += end
 
 
@@ -132,7 +128,7 @@ class DirWriter(Writer):
     def add_bytes(self, name: str, data: bytes) -> None:
         fd = self._open(name)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
