@@ -8,10 +8,11 @@ creates whatever is missing.
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,7 @@ class Artifact:
 
 
 ARTIFACT_COLUMNS = ", ".join(Artifact.__dataclass_fields__)
+_ARTIFACT_ROW = operator.attrgetter(*Artifact.__dataclass_fields__)  # astuple() deep-copies
 
 
 def connect(db: Path) -> sqlite3.Connection:
@@ -327,7 +329,7 @@ def put_artifacts(conn: sqlite3.Connection, batch: Sequence[Artifact]) -> None:
         marks = ", ".join("?" * len(Artifact.__dataclass_fields__))
         conn.executemany(
             f"INSERT OR REPLACE INTO artifacts ({ARTIFACT_COLUMNS}) VALUES ({marks})",
-            [astuple(a) for a in batch],
+            [_ARTIFACT_ROW(a) for a in batch],
         )
         conn.executemany("DELETE FROM sync_failures WHERE key = ?", [(a.key,) for a in batch])
 
