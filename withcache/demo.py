@@ -112,6 +112,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--listen", default="127.0.0.1:18080", help="cache address (127.0.0.1:18080)")
     p.add_argument("--no-wait", action="store_true", help="stop right after the walk-through")
     args = p.parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_like_ctrl_c)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # before the walk-through ended; everything started is stopped
+        say("\ninterrupted: nginx, the watcher and the origin are stopped")
+        return 130
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM and SIGHUP (`timeout`, `kill`, a closed terminal) stop the demo as Ctrl-C
+    does: on the way out it stops the nginx, watcher and upload service it started,
+    which would otherwise go on holding the port."""
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace) -> int:
     data = args.data.resolve()
     cache_url = f"http://{args.listen}"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
