@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
@@ -170,22 +170,37 @@ def test_definitions_changed_under_a_running_serve_take_effect(served: Served) -
     extra.write_text("indexes:\n  late:\n    write: [ci]\n")
     try:
         sync(served.layout, served.manifests)
-        # The pages are static (any config serves them); the upload location comes with
-        # the reload, and asks an anonymous POST for a password (405 before it exists).
-        deadline = time.monotonic() + 20
-        while requests.post(served.url + "/late/", timeout=5).status_code != 401:
-            assert time.monotonic() < deadline, "nginx did not pick up the new index"
-            time.sleep(0.1)
-        assert requests.get(served.url + "/late/simple/", timeout=5).status_code == 200
+        # The reload brings the index's locations: its root page (404 before), and its
+        # upload location, which asks an anonymous POST for a password (405 before).
+        # While nginx reloads, workers with the old config still take connections for
+        # a moment, so wait until every answer is the new config's.
+        steadily(
+            lambda: (
+                requests.post(served.url + "/late/", timeout=5).status_code == 401
+                and requests.get(served.url + "/late/simple/", timeout=5).status_code == 200
+            ),
+            "nginx did not pick up the new index",
+        )
         fn, body = wheel("latecomer", "1.0")
         assert served.upload("late", fn, body).status_code == 200
     finally:
         extra.unlink()
         sync(served.layout, served.manifests)
+    steadily(
+        lambda: requests.get(served.url + "/late/simple/", timeout=5).status_code == 404,
+        "nginx still serves a removed index",
+    )
+
+
+def steadily(check: Callable[[], bool], failure: str, times: int = 10) -> None:
+    """Wait (20 s at most) until `check()` holds `times` times in a row, each a new
+    connection 50 ms apart: past the moment of a reload when old workers still answer."""
     deadline = time.monotonic() + 20
-    while requests.get(served.url + "/late/simple/", timeout=5).status_code != 404:
-        assert time.monotonic() < deadline, "nginx still serves a removed index"
-        time.sleep(0.1)
+    streak = 0
+    while streak < times:
+        assert time.monotonic() < deadline, failure
+        streak = streak + 1 if check() else 0
+        time.sleep(0.05)
 
 
 def child_pids(pid: int) -> list[int]:
