@@ -265,6 +265,21 @@ def test_dry_run_shows_plan_with_sizes_and_fetches_nothing(
     assert blob(data, gone).exists()
 
 
+def test_a_dry_run_asks_its_sizes_over_kept_alive_connections(
+    origin: Origin, data: Layout, tmp_path: Path
+) -> None:
+    """The dry run's HEADs reuse one connection per thread (8 at most), as downloads
+    do: 30 entries do not open 30 connections."""
+    urls = [origin.add(f"/sizes/f{i}.bin", b"s" * (100 + i)) for i in range(30)]
+    m = manifest(tmp_path, [f"- {u}" for u in urls])
+    r = run_withcache("sync", "--data", str(data.root), "-m", str(m), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert f"fetch  {urls[29]}  (129 B, new)" in r.stdout
+    heads = [s for s in origin.requests if s.path.startswith("/sizes/")]
+    assert len(heads) == 30 and {s.method for s in heads} == {"HEAD"}
+    assert len({s.client for s in heads}) <= 8, sorted({s.client for s in heads})
+
+
 def test_second_sync_on_same_data_dir_is_refused_clearly(
     origin: Origin, data: Layout, tmp_path: Path
 ) -> None:

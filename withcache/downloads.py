@@ -83,9 +83,7 @@ class Downloads:
         self.new_client = client
         self.outcome = Outcome()
         self.stopping = threading.Event()
-        self._local = threading.local()
-        self._clients: list[transport.Client] = []
-        self._clients_lock = threading.Lock()
+        self._clients = transport.Clients()
         self._queue: queue.SimpleQueue[_Done | _Unchanged | _Failed | None] = queue.SimpleQueue()
 
     def run(self, work: Sequence[Fetch]) -> Outcome:
@@ -114,18 +112,9 @@ class Downloads:
         pool.shutdown(wait=True)
         self._queue.put(None)
         placer.join()
-        for c in self._clients:
-            c.close()
+        self._clients.close()
 
     # --- worker threads -------------------------------------------------------------
-
-    def _client(self) -> transport.Client:
-        c: transport.Client | None = getattr(self._local, "client", None)
-        if c is None:
-            c = self._local.client = self.new_client()
-            with self._clients_lock:
-                self._clients.append(c)
-        return c
 
     def _one(self, job: Fetch) -> None:
         if self.stopping.is_set():
@@ -144,7 +133,7 @@ class Downloads:
         self.progress.file_started(w.key, w.name, None)
         try:
             result = sources.fetcher_for(w)(
-                self._client(),
+                self._clients.get(self.new_client),
                 req,
                 self.partial,
                 self.policy,

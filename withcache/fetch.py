@@ -198,7 +198,7 @@ def _fetch_once(
             digest, size, synced = _stream_to(
                 resp, part, offset, progress, _Limits(policy, partial_dir), expected, sidecar
             )
-            _keep_connection(resp)
+            keep_connection(resp)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
@@ -223,7 +223,7 @@ def _fetch_once(
     )
 
 
-def _keep_connection(resp: Response) -> None:
+def keep_connection(resp: Response) -> None:
     """Give the connection back to the pool once the body has been read to its end.
 
     The body is read from http.client's response directly (_body_reader), so urllib3

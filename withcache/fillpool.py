@@ -55,8 +55,7 @@ class FillPool(Generic[T]):
         self._lock = threading.Lock()
         self._pending: set[T] = set()
         self._failed: dict[T, float] = {}
-        self._local = threading.local()
-        self._sessions: list[transport.Client] = []
+        self._sessions = transport.Clients()
         self.filled: list[T] = []
 
     # --- what a subclass says ---------------------------------------------------------
@@ -98,20 +97,13 @@ class FillPool(Generic[T]):
     def close(self) -> None:
         """Drop what is queued, finish what is running (partials resume next time)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        for s in self._sessions:
-            s.close()
+        self._sessions.close()
 
     def session(self, hosts: frozenset[str]) -> transport.Client:
         """This thread's client that talks to `hosts` and nothing else."""
-        by_hosts: dict[frozenset[str], transport.Client] = self._local.__dict__.setdefault(
-            "sessions", {}
+        return self._sessions.get(
+            lambda: transport.Client(hosts, why="host not in auto.allow_hosts"), hosts
         )
-        s = by_hosts.get(hosts)
-        if s is None:
-            s = by_hosts[hosts] = transport.Client(hosts, why="host not in auto.allow_hosts")
-            with self._lock:
-                self._sessions.append(s)
-        return s
 
     def _run(self, item: T) -> None:
         self.partial.mkdir(parents=True, exist_ok=True)

@@ -275,22 +275,25 @@ def head_sizes(wanted: Sequence[Wanted], timeout: float = 5.0, jobs: int = 8) ->
     """Sizes the origins announce (for `sync --dry-run`); unknown ones are left out.
     Redirects are followed as a download follows them, headers kept to their hosts."""
     policy = fetch.Policy(connect_timeout=timeout, read_timeout=timeout)
+    clients = transport.Clients()
 
     def one(w: Wanted) -> tuple[str, int | None]:
         req = fetch.Request(w.url, w.key, dict(w.headers), header_hosts=w.header_hosts)
-        client = transport.Client()
         try:
-            resp, _hops, _url = fetch.open_final(client, req, req.headers, policy, "HEAD")
+            resp, _hops, _url = fetch.open_final(clients.get(), req, req.headers, policy, "HEAD")
             with resp:
+                resp.read()  # a HEAD's body is empty: reading it ends the response,
+                fetch.keep_connection(resp)  # and its connection serves the next HEAD
                 n = resp.headers.get("Content-Length")
                 return w.key, int(n) if resp.status < 300 and n and n.isdigit() else None
         except fetch.FetchFailed:
             return w.key, None
-        finally:
-            client.close()
 
-    with ThreadPoolExecutor(jobs) as pool:
-        return {k: n for k, n in pool.map(one, wanted) if n is not None}
+    try:
+        with ThreadPoolExecutor(jobs) as pool:
+            return {k: n for k, n in pool.map(one, wanted) if n is not None}
+    finally:
+        clients.close()
 
 
 def describe_plan(p: Plan, sizes: dict[str, int]) -> list[str]:

@@ -15,6 +15,8 @@ import base64
 import functools
 import netrc
 import os
+import threading
+from collections.abc import Callable, Hashable
 from urllib.parse import urlsplit
 
 import urllib3
@@ -106,6 +108,31 @@ class Client:
         self._direct.clear()
         for m in self._proxied.values():
             m.clear()
+
+
+class Clients:
+    """Clients kept per thread, each reused from request to request (its connections
+    stay alive), made on first use and closed together: what a pool of download threads
+    needs (sync's workers, auto-fill, a dry run's HEADs)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[Client] = []
+        self._lock = threading.Lock()
+
+    def get(self, make: Callable[[], Client] = Client, key: Hashable = None) -> Client:
+        """This thread's client for `key`, made by `make()` the first time."""
+        mine: dict[Hashable, Client] = self._local.__dict__.setdefault("clients", {})
+        c = mine.get(key)
+        if c is None:
+            c = mine[key] = make()
+            with self._lock:
+                self._all.append(c)
+        return c
+
+    def close(self) -> None:
+        for c in self._all:
+            c.close()
 
 
 @functools.cache
